@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import orjson
 
+from spanwatch.engine.builder import SpanBuilder
+from spanwatch.engine.tree import TreeNode
+
 
 @dataclass(slots=True, frozen=True)
 class SpanRecord:
@@ -37,3 +40,42 @@ class SpanRecord:
 
 def paths_json(paths: tuple[str, ...] | list[str]) -> str:
     return orjson.dumps(list(paths)).decode()
+
+
+def lead_time_ms(span: SpanBuilder) -> int | None:
+    """Hook-measured time when both hooks were seen; else call-to-result when both are exact."""
+    if span.hook_start_ms is not None and span.hook_end_ms is not None:
+        return max(0, span.hook_end_ms - span.hook_start_ms)
+    if (
+        span.call_start_exact
+        and span.result_end_exact
+        and span.call_start_ms is not None
+        and span.result_end_ms is not None
+    ):
+        return max(0, span.result_end_ms - span.call_start_ms)
+    return None
+
+
+def make_record(span: SpanBuilder, node: TreeNode, parent_span_id: str | None) -> SpanRecord:
+    """The reference's `ToolSpanRecord::from_builder`."""
+    started = span.start_ms
+    ended = span.end_ms
+    return SpanRecord(
+        span_id=span.span_id,
+        session_id=span.session_id,
+        tool=span.tool,
+        tool_call_id=span.tool_call_id,
+        status="done" if started is not None and ended is not None else "orphaned",
+        started_at_ms=started,
+        ended_at_ms=ended,
+        lead_time_ms=lead_time_ms(span),
+        tokens_in=span.tokens_in,
+        tokens_out=span.tokens_out,
+        reasoning_tokens=span.reasoning_tokens,
+        cost_usd_e6=span.cost_usd_e6,
+        paths=tuple(sorted(span.paths)),
+        parent_span_id=parent_span_id,
+        depth=node.depth,
+        subtree_cost_usd_e6=node.subtree_cost_usd_e6,
+        subtree_token_count=node.subtree_token_count,
+    )

@@ -1,0 +1,1 @@
+"""The store layer: all SQL spanwatch runs against the shared event store."""

@@ -1,0 +1,191 @@
+"""Reading one session's events, and turning rows into engine events.
+
+The reference reads each column with a fixed type and silently drops a row
+whose value has another SQLite storage class. spanwatch drops the same rows,
+but says so: every dropped row becomes a `SkippedRow` with its session, seq and
+the reason, for the caller to log and count. A negative `ts_ms` is dropped too,
+and a token count outside u32 reads as NULL (DESIGN.md "Integer edges").
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from spanwatch.engine.events import U32_MAX, Event, EventKind, EventSource
+from spanwatch.store.schema import EventsShape
+
+#: Kinds whose events never touch a span: validated and counted, not kept.
+_INERT_KINDS = frozenset({"Message", "Error", "Cost"})
+_TEXT_COLUMNS = {1: "session_id", 5: "kind", 6: "source", 7: "tool", 8: "tool_call_id"}
+_TOKEN_COLUMNS = {9: "tokens_in", 10: "tokens_out", 11: "reasoning_tokens"}
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedRow:
+    """A row the rebuild could not use."""
+
+    row_id: int | None
+    session_id: str | None
+    seq: object
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOutOfRange:
+    """A token count outside 0..2^32-1, read as NULL."""
+
+    row_id: int
+    session_id: str
+    seq: int
+    column: str
+    value: int
+
+
+@dataclass(slots=True)
+class SessionRows:
+    """What one read of a session's rows gave."""
+
+    events: list[Event] = field(default_factory=list)
+    skipped: list[SkippedRow] = field(default_factory=list)
+    token_notes: list[TokenOutOfRange] = field(default_factory=list)
+    row_count: int = 0
+
+
+def load_session_rows(
+    conn: sqlite3.Connection,
+    shape: EventsShape,
+    session_id: str,
+    *,
+    after_id: int | None = None,
+) -> SessionRows:
+    """The session's rows in the reference's order (ts_ms, seq), in one statement.
+
+    One statement reads from one snapshot, so the watermark figures come from
+    exactly the rows the events were built from. With `after_id`, only rows
+    appended after that rowid are read.
+    """
+    sql = f"SELECT {shape.select_list} FROM events WHERE session_id = ?"
+    params: tuple[Any, ...] = (session_id,)
+    if after_id is not None:
+        sql += " AND id > ?"
+        params = (session_id, after_id)
+    sql += " ORDER BY ts_ms, seq"
+    try:
+        return convert_rows(conn.execute(sql, params))
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    # Some TEXT value is not valid UTF-8: read raw bytes, with each text column's
+    # storage class beside it, and drop those rows only.
+    typeofs = ", ".join(f"typeof({column})" for column in shape.columns)
+    raw_sql = sql.replace(" FROM events", f", {typeofs} FROM events", 1)
+    conn.text_factory = bytes
+    try:
+        raw_rows = conn.execute(raw_sql, params).fetchall()
+    finally:
+        conn.text_factory = str
+    return convert_rows(_decode_rows(raw_rows))
+
+
+def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
+    out = SessionRows()
+    events = out.events
+    for row in rows:
+        out.row_count += 1
+        row_id = row[0]
+        seq = row[2]
+        problem = _row_problem(row)
+        if problem is not None:
+            session = row[1] if isinstance(row[1], str) else None
+            out.skipped.append(SkippedRow(row_id, session, seq, problem))
+            continue
+        kind = row[5]
+        if kind in _INERT_KINDS:
+            continue
+        tokens = [row[9], row[10], row[11]]
+        for i, value in enumerate(tokens):
+            if value is not None and not 0 <= value <= U32_MAX:
+                out.token_notes.append(
+                    TokenOutOfRange(row_id, row[1], seq, _TOKEN_COLUMNS[9 + i], value)
+                )
+                tokens[i] = None
+        events.append(
+            Event(
+                session_id=row[1],
+                seq=seq,
+                ts_ms=row[3],
+                kind=EventKind.parse(kind),
+                source=EventSource.parse(row[6]),
+                ts_exact=bool(row[4]),
+                tool=row[7],
+                tool_call_id=row[8],
+                tokens_in=tokens[0],
+                tokens_out=tokens[1],
+                reasoning_tokens=tokens[2],
+                cost_usd_e6=row[12],
+                payload=row[13],
+            )
+        )
+    return out
+
+
+def _row_problem(row: tuple[Any, ...]) -> str | None:
+    """Why the reference would drop this row (or DESIGN.md says to), or None."""
+    if type(row[1]) is not str:
+        return _type_problem("session_id", row[1], "TEXT")
+    if type(row[2]) is not int:
+        return _type_problem("seq", row[2], "INTEGER")
+    ts_ms = row[3]
+    if type(ts_ms) is not int:
+        return _type_problem("ts_ms", ts_ms, "INTEGER")
+    if ts_ms < 0:
+        return f"ts_ms is negative ({ts_ms})"
+    if row[4] is not None and type(row[4]) is not int:
+        return _type_problem("ts_exact", row[4], "INTEGER")
+    for index in (5, 6):
+        if type(row[index]) is not str:
+            return _type_problem(_TEXT_COLUMNS[index], row[index], "TEXT")
+    for index in (7, 8):
+        if row[index] is not None and type(row[index]) is not str:
+            return _type_problem(_TEXT_COLUMNS[index], row[index], "TEXT")
+    for index in (9, 10, 11):
+        if row[index] is not None and type(row[index]) is not int:
+            return _type_problem(_TOKEN_COLUMNS[index], row[index], "INTEGER")
+    if row[12] is not None and type(row[12]) is not int:
+        return _type_problem("cost_usd_e6", row[12], "INTEGER")
+    if type(row[13]) is not str:
+        return _type_problem("payload", row[13], "TEXT")
+    return None
+
+
+def _type_problem(column: str, value: object, wanted: str) -> str:
+    if value is None:
+        return f"{column} is NULL"
+    if isinstance(value, _InvalidText):
+        return f"{column} is not valid UTF-8"
+    found = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(type(value), "?")
+    return f"{column} is {found}, expected {wanted}"
+
+
+class _InvalidText(bytes):
+    """A TEXT value whose bytes are not UTF-8 (the reference cannot read it either)."""
+
+
+def _decode_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows read with bytes for text: decode the TEXT values, keep BLOBs as bytes."""
+    width = len(rows[0]) // 2 if rows else 0
+    decoded = []
+    for raw in rows:
+        row = list(raw[:width])
+        for position, storage in enumerate(raw[width:]):
+            value = row[position]
+            if storage == b"text" and type(value) is bytes:
+                try:
+                    row[position] = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    row[position] = _InvalidText(value)
+        decoded.append(tuple(row))
+    return decoded

@@ -1,0 +1,168 @@
+"""High-water marks: what the stored spans were built from, and what is new since.
+
+A session's mark (max seq, row count, max rowid) is written in the same
+transaction as its spans, from the same snapshot as the events they came from.
+Comparing marks with the live `events` table tells which sessions are stale:
+appended rows show up past the global rowid mark in O(new rows); deletions,
+rows with lower seqs and vanished sessions show up in a reconcile pass.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMark:
+    session_id: str
+    max_seq: object
+    """SQL max(seq): an int, unless someone stored another type there."""
+    row_count: int
+    max_id: int
+
+
+def read_mark(conn: sqlite3.Connection, session_id: str) -> SessionMark | None:
+    row = conn.execute(
+        "SELECT max_seq, row_count, max_id FROM spanwatch_sessions WHERE session_id = ?",
+        (session_id,),
+    ).fetchone()
+    return None if row is None else SessionMark(session_id, row[0], row[1], row[2])
+
+
+def live_mark(conn: sqlite3.Connection, session_id: str) -> SessionMark:
+    """The session's figures in `events` right now (row_count 0: the session is gone)."""
+    count, max_seq, max_id = conn.execute(
+        "SELECT count(*), max(seq), max(id) FROM events WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return SessionMark(session_id, max_seq, count, max_id or 0)
+
+
+def write_mark(
+    conn: sqlite3.Connection, mark: SessionMark, *, span_count: int, skipped_rows: int, now_ms: int
+) -> None:
+    """Record what the session's spans now reflect. Call inside the spans' transaction."""
+    conn.execute(
+        "INSERT INTO spanwatch_sessions "
+        "(session_id, max_seq, row_count, max_id, span_count, skipped_rows, rebuilt_at_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
+        "max_seq = excluded.max_seq, row_count = excluded.row_count, "
+        "max_id = excluded.max_id, span_count = excluded.span_count, "
+        "skipped_rows = excluded.skipped_rows, rebuilt_at_ms = excluded.rebuilt_at_ms",
+        (
+            mark.session_id,
+            mark.max_seq,
+            mark.row_count,
+            mark.max_id,
+            span_count,
+            skipped_rows,
+            now_ms,
+        ),
+    )
+
+
+def delete_mark(conn: sqlite3.Connection, session_id: str) -> None:
+    conn.execute("DELETE FROM spanwatch_sessions WHERE session_id = ?", (session_id,))
+
+
+def max_event_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+
+
+def sessions_with_new_rows(
+    conn: sqlite3.Connection, after_id: int, limit: int = 100_000
+) -> tuple[int, dict[str, int]]:
+    """Sessions with rows past the global mark, and the new mark.
+
+    Reads only rows with `id > after_id` (a rowid range scan). At most `limit`
+    rows are looked at per call so a huge backlog is taken in steps; the
+    returned mark is the largest id looked at.
+    """
+    rows = conn.execute(
+        "SELECT session_id, count(*), max(id) FROM "
+        "(SELECT session_id, id FROM events WHERE id > ? ORDER BY id LIMIT ?) "
+        "GROUP BY session_id",
+        (after_id, limit),
+    ).fetchall()
+    new_mark = after_id
+    sessions: dict[str, int] = {}
+    for session_id, count, max_id in rows:
+        new_mark = max(new_mark, max_id)
+        if isinstance(session_id, str):
+            sessions[session_id] = count
+    return new_mark, sessions
+
+
+def stale_sessions(conn: sqlite3.Connection, chunk: int = 2000) -> Iterator[str]:
+    """Every session whose stored mark differs from `events`, including vanished ones.
+
+    Walks sessions in id order, `chunk` sessions per short read, so neither
+    memory nor the length of any read transaction grows with the store.
+    """
+    after = ""
+    while True:
+        live = conn.execute(
+            "SELECT session_id, count(*), max(seq), max(id) FROM events "
+            "WHERE session_id > ? GROUP BY session_id ORDER BY session_id LIMIT ?",
+            (after, chunk),
+        ).fetchall()
+        live = [row for row in live if isinstance(row[0], str)]
+        upper = live[-1][0] if len(live) == chunk else None
+        if upper is None:
+            stored = conn.execute(
+                "SELECT session_id, max_seq, row_count, max_id FROM spanwatch_sessions "
+                "WHERE session_id > ?",
+                (after,),
+            ).fetchall()
+        else:
+            stored = conn.execute(
+                "SELECT session_id, max_seq, row_count, max_id FROM spanwatch_sessions "
+                "WHERE session_id > ? AND session_id <= ?",
+                (after, upper),
+            ).fetchall()
+        marks = {row[0]: (row[1], row[2], row[3]) for row in stored}
+        for session_id, count, max_seq, max_id in live:
+            if marks.pop(session_id, None) != (max_seq, count, max_id):
+                yield session_id
+        yield from marks  # marked but no longer in events: vanished
+        if upper is None:
+            break
+        after = upper
+    yield from orphan_span_sessions(conn)
+
+
+def orphan_span_sessions(conn: sqlite3.Connection) -> list[str]:
+    """Sessions with stored spans but neither events nor a mark (deleted before we ran)."""
+    rows = conn.execute(
+        "SELECT DISTINCT session_id FROM tool_spans WHERE session_id NOT IN "
+        "(SELECT session_id FROM events) AND session_id NOT IN "
+        "(SELECT session_id FROM spanwatch_sessions)"
+    ).fetchall()
+    return [row[0] for row in rows if isinstance(row[0], str)]
+
+
+def sessions_in_order(conn: sqlite3.Connection) -> list[str]:
+    """Every session of the store, in order of first appearance (smallest rowid)."""
+    rows = conn.execute(
+        "SELECT session_id FROM events GROUP BY session_id ORDER BY min(id)"
+    ).fetchall()
+    return [row[0] for row in rows if isinstance(row[0], str)]
+
+
+def rows_without_session(conn: sqlite3.Connection) -> list[tuple[int, object]]:
+    """Rows whose session_id is not TEXT: no session can ever read them."""
+    return conn.execute("SELECT id, seq FROM events WHERE typeof(session_id) != 'text'").fetchall()
+
+
+def get_state(conn: sqlite3.Connection, key: str) -> object:
+    row = conn.execute("SELECT value FROM spanwatch_state WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def set_state(conn: sqlite3.Connection, key: str, value: object) -> None:
+    conn.execute(
+        "INSERT INTO spanwatch_state (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )

@@ -1,0 +1,252 @@
+"""Rebuilding a session's spans: read its events, run the engine, write the difference.
+
+`Rebuilder` is used by both `spanwatch rebuild` (every session once) and the
+daemon (sessions as they change). With a cache, it keeps the engine state of
+recently rebuilt sessions: when a session only grew by rows that sort after
+everything it has seen, only those rows are read and fed, instead of the whole
+session. Anything else (deleted rows, lower seqs, earlier timestamps, replaced
+rows) falls back to a full read, so the rows written are always those a full
+rebuild gives.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spanwatch.engine import SessionSpans, finish_spans
+from spanwatch.engine.builder import SpanBuilder
+from spanwatch.engine.events import Event
+from spanwatch.store import marks
+from spanwatch.store import spans as span_rows
+from spanwatch.store.connection import RetryHook, open_store, read_snapshot, write_transaction
+from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
+from spanwatch.store.marks import SessionMark
+from spanwatch.store.schema import ensure_schema, events_shape
+
+
+@dataclass(slots=True)
+class SessionResult:
+    """What one session rebuild read, found and wrote."""
+
+    session_id: str
+    mode: str
+    """"full", "incremental", or "vanished" (the session has no events any more)."""
+    rows_read: int = 0
+    spans: int = 0
+    upserted: int = 0
+    deleted: int = 0
+    skipped: list[SkippedRow] = field(default_factory=list)
+    token_notes: list[TokenOutOfRange] = field(default_factory=list)
+    collisions: list[tuple[str, str]] = field(default_factory=list)
+    """(span id, session that owns it) for spans stored under a namespaced id."""
+    wrote: bool = False
+
+
+@dataclass(slots=True)
+class _SessionState:
+    """A session as last written: engine state, watermark and stored rows."""
+
+    spans: SessionSpans
+    last_position: tuple[int, int]
+    mark: SessionMark
+    stored: dict[str, span_rows.SpanRow]
+    skipped_rows: int
+
+
+class Rebuilder:
+    """Rebuilds sessions of one store, keeping up to `cache_sessions` of them in memory."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        cache_sessions: int = 0,
+        retry_for_s: float = 30.0,
+        on_retry: RetryHook | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.conn = conn
+        self.shape = events_shape(conn)
+        self.cache_sessions = cache_sessions
+        self.retry_for_s = retry_for_s
+        self.on_retry = on_retry
+        self.clock_ms = clock_ms
+        self._cache: OrderedDict[str, _SessionState] = OrderedDict()
+
+    def forget(self, session_id: str | None = None) -> None:
+        """Drop cached state (all of it without an argument), e.g. after a reopen."""
+        if session_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(session_id, None)
+
+    def rebuild(self, session_id: str) -> SessionResult:
+        cached = self._cache.pop(session_id, None)
+        with read_snapshot(self.conn):
+            mark = marks.live_mark(self.conn, session_id)
+            rows, extended = self._read(session_id, mark, cached)
+        if mark.row_count == 0:
+            return self._vanish(session_id)
+        if extended and cached is not None:
+            state = cached
+            state.spans.feed_all(rows.events)
+            skipped_rows = cached.skipped_rows + len(rows.skipped)
+            stored = cached.stored
+            result = SessionResult(session_id, "incremental")
+        else:
+            state = _SessionState(SessionSpans(), (-1, -1), mark, {}, 0)
+            state.spans.feed_all(rows.events)
+            skipped_rows = len(rows.skipped)
+            stored = span_rows.stored_rows(self.conn, session_id)
+            result = SessionResult(session_id, "full")
+        if rows.events:
+            last = rows.events[-1]
+            state.last_position = max(state.last_position, (last.ts_ms, last.seq))
+        result.rows_read = rows.row_count
+        result.skipped = rows.skipped
+        result.token_notes = rows.token_notes
+
+        stored_id = self._stored_ids(session_id, state.spans, stored, result)
+        records = finish_spans(state.spans.by_order, stored_id)
+        diff, fresh = span_rows.diff_rows(stored, records)
+        result.spans = len(records)
+        result.upserted = len(diff.upserts)
+        result.deleted = len(diff.deletes)
+        previous = cached.mark if cached is not None else marks.read_mark(self.conn, session_id)
+        if diff or mark != previous:
+            with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
+                span_rows.apply_diff(self.conn, diff)
+                marks.write_mark(
+                    self.conn,
+                    mark,
+                    span_count=len(records),
+                    skipped_rows=skipped_rows,
+                    now_ms=self.clock_ms(),
+                )
+            result.wrote = True
+        if self.cache_sessions > 0:
+            state.mark = mark
+            state.stored = fresh
+            state.skipped_rows = skipped_rows
+            self._cache[session_id] = state
+            while len(self._cache) > self.cache_sessions:
+                self._cache.popitem(last=False)
+        return result
+
+    def _read(
+        self, session_id: str, mark: SessionMark, cached: _SessionState | None
+    ) -> tuple[SessionRows, bool]:
+        """New rows only when the session just grew past what was seen; else all rows."""
+        if mark.row_count == 0:
+            return SessionRows(), False
+        if cached is not None and mark.row_count > cached.mark.row_count:
+            rows = load_session_rows(self.conn, self.shape, session_id, after_id=cached.mark.max_id)
+            if rows.row_count == mark.row_count - cached.mark.row_count and (
+                not rows.events or _position(rows.events[0]) > cached.last_position
+            ):
+                return rows, True
+        return load_session_rows(self.conn, self.shape, session_id), False
+
+    def _stored_ids(
+        self,
+        session_id: str,
+        session: SessionSpans,
+        stored: dict[str, span_rows.SpanRow],
+        result: SessionResult,
+    ) -> Callable[[SpanBuilder], str] | None:
+        """Namespaced ids for spans whose raw id another session already owns."""
+        unknown = [span_id for span_id in session.spans if span_id not in stored]
+        if not unknown:
+            return None
+        taken = {
+            span_id: owner
+            for span_id, owner in span_rows.owners(self.conn, unknown).items()
+            if owner != session_id
+        }
+        if not taken:
+            return None
+        result.collisions = sorted(taken.items())
+
+        def stored_id(span: SpanBuilder) -> str:
+            if span.span_id in taken:
+                return f"{session_id}/{span.span_id}"
+            return span.span_id
+
+        return stored_id
+
+    def _vanish(self, session_id: str) -> SessionResult:
+        result = SessionResult(session_id, "vanished")
+        with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
+            result.deleted = span_rows.delete_session_spans(self.conn, session_id)
+            marks.delete_mark(self.conn, session_id)
+        result.wrote = True
+        return result
+
+
+def _position(event: Event) -> tuple[int, int]:
+    return (event.ts_ms, event.seq)
+
+
+@dataclass(slots=True)
+class StoreSummary:
+    """Totals of a rebuild of many sessions."""
+
+    sessions: int = 0
+    rows: int = 0
+    spans: int = 0
+    written: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    vanished: int = 0
+    seconds: float = 0.0
+    results: list[SessionResult] = field(default_factory=list)
+
+
+def rebuild_store(
+    db_path: str | Path,
+    sessions: Iterable[str] | None = None,
+    *,
+    on_session: Callable[[SessionResult, int, int], None] | None = None,
+    busy_timeout_ms: int = 5000,
+    keep_results: bool = False,
+) -> StoreSummary:
+    """Rebuild the named sessions, or every session (and drop spans of vanished ones).
+
+    Sessions are rebuilt in order of first appearance, so when two sessions
+    share a span id the older one keeps it. `on_session(result, done, total)`
+    is called after each session.
+    """
+    started = time.perf_counter()
+    conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms)
+    try:
+        ensure_schema(conn)
+        if sessions is None:
+            todo = marks.sessions_in_order(conn)
+            known = set(todo)
+            todo += [s for s in marks.stale_sessions(conn) if s not in known]
+        else:
+            todo = list(dict.fromkeys(sessions))
+        rebuilder = Rebuilder(conn)
+        summary = StoreSummary()
+        for done, session_id in enumerate(todo, start=1):
+            result = rebuilder.rebuild(session_id)
+            summary.sessions += result.mode != "vanished"
+            summary.vanished += result.mode == "vanished"
+            summary.rows += result.rows_read
+            summary.spans += result.spans
+            summary.written += result.upserted
+            summary.deleted += result.deleted
+            summary.skipped += len(result.skipped)
+            if keep_results:
+                summary.results.append(result)
+            if on_session is not None:
+                on_session(result, done, len(todo))
+    finally:
+        conn.close()
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,122 @@
+"""The tables spanwatch writes, and the shape of the `events` table it reads.
+
+`tool_spans` and `tool_span_paths` have exactly the reference's columns. An
+older `tool_spans` gets its missing columns added; nothing is ever dropped.
+spanwatch's own bookkeeping lives in `spanwatch_*` tables.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from spanwatch.store.connection import write_transaction
+from spanwatch.store.errors import StoreError
+
+#: (column, declaration used when adding it to an older table)
+TOOL_SPAN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("span_id", "TEXT PRIMARY KEY"),
+    ("session_id", "TEXT NOT NULL DEFAULT ''"),
+    ("tool", "TEXT"),
+    ("tool_call_id", "TEXT"),
+    ("status", "TEXT NOT NULL DEFAULT 'orphaned'"),
+    ("started_at_ms", "INTEGER"),
+    ("ended_at_ms", "INTEGER"),
+    ("lead_time_ms", "INTEGER"),
+    ("tokens_in", "INTEGER"),
+    ("tokens_out", "INTEGER"),
+    ("reasoning_tokens", "INTEGER"),
+    ("cost_usd_e6", "INTEGER"),
+    ("paths_json", "TEXT NOT NULL DEFAULT '[]'"),
+    ("parent_span_id", "TEXT"),
+    ("depth", "INTEGER NOT NULL DEFAULT 0"),
+    ("subtree_cost_usd_e6", "INTEGER"),
+    ("subtree_token_count", "INTEGER"),
+)
+SPAN_COLUMN_NAMES = tuple(name for name, _ in TOOL_SPAN_COLUMNS)
+
+_CREATE = (
+    "CREATE TABLE IF NOT EXISTS tool_spans ("
+    + ", ".join(f"{name} {decl}" for name, decl in TOOL_SPAN_COLUMNS)
+    + ")",
+    "CREATE TABLE IF NOT EXISTS tool_span_paths ("
+    "span_id TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (span_id, path))",
+    "CREATE INDEX IF NOT EXISTS idx_tool_spans_parent ON tool_spans(parent_span_id)",
+    "CREATE INDEX IF NOT EXISTS idx_tool_spans_session_depth ON tool_spans(session_id, depth)",
+    "CREATE INDEX IF NOT EXISTS idx_tool_span_paths_path ON tool_span_paths(path)",
+    # Per-session watermark: what the stored spans of the session were built from.
+    "CREATE TABLE IF NOT EXISTS spanwatch_sessions ("
+    "session_id TEXT PRIMARY KEY, max_seq INTEGER, row_count INTEGER NOT NULL, "
+    "max_id INTEGER NOT NULL, span_count INTEGER NOT NULL, skipped_rows INTEGER NOT NULL, "
+    "rebuilt_at_ms INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS spanwatch_state (key TEXT PRIMARY KEY, value)",
+)
+
+#: events columns added by later versions of the store, with the value a missing one reads as.
+OPTIONAL_EVENT_COLUMNS = {"ts_exact": "0", "tool_call_id": "NULL", "reasoning_tokens": "NULL"}
+REQUIRED_EVENT_COLUMNS = (
+    "id", "session_id", "seq", "ts_ms", "kind", "source", "tool",
+    "tokens_in", "tokens_out", "cost_usd_e6", "payload",
+)  # fmt: skip
+
+
+def ensure_schema(conn: sqlite3.Connection) -> list[str]:
+    """Create spanwatch's tables if absent; add columns an older `tool_spans` lacks.
+
+    Returns the columns added. Runs in one short write transaction.
+    """
+    added: list[str] = []
+    with write_transaction(conn):
+        for statement in _CREATE:
+            conn.execute(statement)
+        present = table_columns(conn, "tool_spans")
+        for name, decl in TOOL_SPAN_COLUMNS:
+            if name not in present:
+                conn.execute(f"ALTER TABLE tool_spans ADD COLUMN {name} {decl}")
+                added.append(name)
+    return added
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def has_table(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return row is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EventsShape:
+    """The columns this store's `events` table has, as a SELECT list.
+
+    Missing optional columns read as the reference would read them: `ts_exact`
+    as 0, the others as NULL.
+    """
+
+    columns: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @property
+    def select_list(self) -> str:
+        return ", ".join(self.columns)
+
+
+def events_shape(conn: sqlite3.Connection) -> EventsShape:
+    present = table_columns(conn, "events")
+    lacking = [c for c in REQUIRED_EVENT_COLUMNS if c not in present]
+    if lacking:
+        raise StoreError(f"the events table lacks required columns: {', '.join(lacking)}")
+
+    def optional(name: str) -> str:
+        return name if name in present else OPTIONAL_EVENT_COLUMNS[name]
+
+    columns = (
+        "id", "session_id", "seq", "ts_ms", optional("ts_exact"), "kind", "source", "tool",
+        optional("tool_call_id"), "tokens_in", "tokens_out", optional("reasoning_tokens"),
+        "cost_usd_e6", "payload",
+    )  # fmt: skip
+    missing = tuple(name for name in OPTIONAL_EVENT_COLUMNS if name not in present)
+    return EventsShape(columns=columns, missing=missing)

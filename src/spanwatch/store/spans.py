@@ -1,0 +1,145 @@
+"""Stored span rows: reading them, diffing them against a rebuild, writing the difference.
+
+The reference clears a session's spans and upserts them all. The table it
+leaves is what `apply_diff` leaves too, but only rows that differ are written:
+an unchanged session costs no write at all, and a grown one writes its new and
+changed spans only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from spanwatch.engine.records import SpanRecord
+from spanwatch.store.schema import SPAN_COLUMN_NAMES
+
+#: One tool_spans row, in SPAN_COLUMN_NAMES order.
+SpanRow = tuple[object, ...]
+
+_PATHS_JSON = SPAN_COLUMN_NAMES.index("paths_json")
+_COLUMNS = ", ".join(SPAN_COLUMN_NAMES)
+_UPSERT = (
+    f"INSERT INTO tool_spans ({_COLUMNS}) VALUES ({', '.join('?' * len(SPAN_COLUMN_NAMES))}) "
+    "ON CONFLICT(span_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in SPAN_COLUMN_NAMES[1:])
+    # Never take a row over from another session (see DESIGN.md on span-id collisions).
+    + " WHERE tool_spans.session_id = excluded.session_id"
+)
+_IN_CHUNK = 500
+
+
+def record_row(record: SpanRecord) -> SpanRow:
+    return (
+        record.span_id,
+        record.session_id,
+        record.tool,
+        record.tool_call_id,
+        record.status,
+        record.started_at_ms,
+        record.ended_at_ms,
+        record.lead_time_ms,
+        record.tokens_in,
+        record.tokens_out,
+        record.reasoning_tokens,
+        record.cost_usd_e6,
+        record.paths_json,
+        record.parent_span_id,
+        record.depth,
+        record.subtree_cost_usd_e6,
+        record.subtree_token_count,
+    )
+
+
+def stored_rows(conn: sqlite3.Connection, session_id: str) -> dict[str, SpanRow]:
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?", (session_id,))
+    return {row[0]: tuple(row) for row in rows}
+
+
+def stored_paths(conn: sqlite3.Connection, span_ids: Iterable[str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for chunk in _chunks(list(span_ids)):
+        marks = ", ".join("?" * len(chunk))
+        for span_id, path in conn.execute(
+            f"SELECT span_id, path FROM tool_span_paths WHERE span_id IN ({marks})", chunk
+        ):
+            out.setdefault(span_id, set()).add(path)
+    return out
+
+
+def owners(conn: sqlite3.Connection, span_ids: Sequence[str]) -> dict[str, str]:
+    """The session that owns each of `span_ids` that is stored already."""
+    out: dict[str, str] = {}
+    for chunk in _chunks(list(span_ids)):
+        marks = ", ".join("?" * len(chunk))
+        out.update(
+            conn.execute(
+                f"SELECT span_id, session_id FROM tool_spans WHERE span_id IN ({marks})", chunk
+            ).fetchall()
+        )
+    return out
+
+
+@dataclass(slots=True)
+class SpanDiff:
+    """What to write so the stored rows equal the rebuilt ones."""
+
+    upserts: list[SpanRow] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    path_rewrites: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.deletes)
+
+
+def diff_rows(
+    stored: dict[str, SpanRow], records: Sequence[SpanRecord]
+) -> tuple[SpanDiff, dict[str, SpanRow]]:
+    """The difference, and the rows that will be stored once it is applied."""
+    diff = SpanDiff()
+    fresh: dict[str, SpanRow] = {}
+    for record in records:
+        row = record_row(record)
+        fresh[record.span_id] = row
+        old = stored.get(record.span_id)
+        if old != row:
+            diff.upserts.append(row)
+            if old is None or old[_PATHS_JSON] != row[_PATHS_JSON]:
+                diff.path_rewrites.append((record.span_id, record.paths))
+    diff.deletes = [span_id for span_id in stored if span_id not in fresh]
+    return diff, fresh
+
+
+def apply_diff(conn: sqlite3.Connection, diff: SpanDiff) -> None:
+    """Write a diff. Call inside a write transaction."""
+    if diff.deletes:
+        params = [(span_id,) for span_id in diff.deletes]
+        conn.executemany("DELETE FROM tool_span_paths WHERE span_id = ?", params)
+        conn.executemany("DELETE FROM tool_spans WHERE span_id = ?", params)
+    if diff.upserts:
+        conn.executemany(_UPSERT, diff.upserts)
+    if diff.path_rewrites:
+        conn.executemany(
+            "DELETE FROM tool_span_paths WHERE span_id = ?",
+            [(span_id,) for span_id, _ in diff.path_rewrites],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO tool_span_paths (span_id, path) VALUES (?, ?)",
+            [(span_id, path) for span_id, paths in diff.path_rewrites for path in paths],
+        )
+
+
+def delete_session_spans(conn: sqlite3.Connection, session_id: str) -> int:
+    """The reference's clear_session_spans. Call inside a write transaction."""
+    conn.execute(
+        "DELETE FROM tool_span_paths WHERE span_id IN "
+        "(SELECT span_id FROM tool_spans WHERE session_id = ?)",
+        (session_id,),
+    )
+    return conn.execute("DELETE FROM tool_spans WHERE session_id = ?", (session_id,)).rowcount
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]

@@ -41,15 +41,18 @@ _CREATE = (
     + ")",
     "CREATE TABLE IF NOT EXISTS tool_span_paths ("
     "span_id TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (span_id, path))",
-    "CREATE INDEX IF NOT EXISTS idx_tool_spans_parent ON tool_spans(parent_span_id)",
-    "CREATE INDEX IF NOT EXISTS idx_tool_spans_session_depth ON tool_spans(session_id, depth)",
-    "CREATE INDEX IF NOT EXISTS idx_tool_span_paths_path ON tool_span_paths(path)",
     # Per-session watermark: what the stored spans of the session were built from.
     "CREATE TABLE IF NOT EXISTS spanwatch_sessions ("
     "session_id TEXT PRIMARY KEY, max_seq INTEGER, row_count INTEGER NOT NULL, "
     "max_id INTEGER NOT NULL, span_count INTEGER NOT NULL, skipped_rows INTEGER NOT NULL, "
     "rebuilt_at_ms INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS spanwatch_state (key TEXT PRIMARY KEY, value)",
+)
+#: Created once an older tool_spans has all its columns.
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS idx_tool_spans_parent ON tool_spans(parent_span_id)",
+    "CREATE INDEX IF NOT EXISTS idx_tool_spans_session_depth ON tool_spans(session_id, depth)",
+    "CREATE INDEX IF NOT EXISTS idx_tool_span_paths_path ON tool_span_paths(path)",
 )
 
 #: events columns added by later versions of the store, with the value a missing one reads as.
@@ -74,6 +77,8 @@ def ensure_schema(conn: sqlite3.Connection) -> list[str]:
             if name not in present:
                 conn.execute(f"ALTER TABLE tool_spans ADD COLUMN {name} {decl}")
                 added.append(name)
+        for statement in _INDEXES:
+            conn.execute(statement)
     return added
 
 

@@ -1,0 +1,326 @@
+"""The store layer on real SQLite files: reads, validation, writes, watermarks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from tests.stores import insert_events, insert_rows, make_store, path_rows, span_table
+
+from spanwatch.engine import Event, build_span_records
+from spanwatch.engine.events import EventKind as K
+from spanwatch.store.connection import open_store
+from spanwatch.store.errors import StoreError
+from spanwatch.store.rebuild import Rebuilder, rebuild_store
+from spanwatch.store.schema import SPAN_COLUMN_NAMES, ensure_schema
+from spanwatch.store.spans import record_row
+
+
+def pre(session: str, seq: int, ts: int, call_id: str, tool: str, **extra: object) -> Event:
+    body = {"hook_event_name": "PreToolUse", "tool_name": tool, **extra}
+    return Event(session, seq, ts, K.HOOK, tool_call_id=call_id, payload=json.dumps(body))
+
+
+def post(session: str, seq: int, ts: int, call_id: str, tool: str) -> Event:
+    body = {"hook_event_name": "PostToolUse", "tool_name": tool}
+    return Event(session, seq, ts, K.HOOK, tool_call_id=call_id, payload=json.dumps(body))
+
+
+def task_session(session: str, base: int = 1000, prefix: str = "") -> list[Event]:
+    """A Task that runs a Read and an Edit inside it, then an interrupted Bash."""
+    return [
+        pre(session, 1, base, f"{prefix}task", "Task"),
+        Event(session, 2, base + 1, K.TOOL_CALL, tool="Task", tool_call_id=f"{prefix}task",
+              ts_exact=True, tokens_in=100, tokens_out=20, cost_usd_e6=500),
+        pre(session, 3, base + 10, f"{prefix}read", "Read", tool_input={"file_path": "/src/a.py"}),
+        post(session, 4, base + 20, f"{prefix}read", "Read"),
+        Event(session, 5, base + 30, K.TOOL_CALL, tool="Edit", tool_call_id=f"{prefix}edit",
+              ts_exact=True, tokens_in=7, cost_usd_e6=30,
+              payload=json.dumps({"target_file": "/src/b.py"})),
+        Event(session, 6, base + 40, K.TOOL_RESULT, tool_call_id=f"{prefix}edit", ts_exact=True),
+        post(session, 7, base + 100, f"{prefix}task", "Task"),
+        Event(session, 8, base + 200, K.MESSAGE, payload='{"text":"hi"}'),
+        Event(session, 9, base + 300, K.TOOL_CALL, tool="Bash", tool_call_id=f"{prefix}bash"),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Path, sqlite3.Connection]:
+    path = tmp_path / "events.db"
+    return path, make_store(path)
+
+
+def expected_rows(events: list[Event]) -> dict[str, tuple[object, ...]]:
+    return {r.span_id: record_row(r) for r in build_span_records(events)}
+
+
+def test_rebuild_writes_exactly_the_engine_rows_and_paths(store):
+    path, conn = store
+    events = task_session("s1") + task_session("s2", prefix="b-")
+    insert_events(conn, events)
+    summary = rebuild_store(path)
+    assert summary.sessions == 2
+    assert summary.skipped == 0
+    want = expected_rows(task_session("s1")) | expected_rows(task_session("s2", prefix="b-"))
+    assert span_table(conn) == want
+    assert path_rows(conn) == {
+        ("read", "/src/a.py"), ("edit", "/src/b.py"),
+        ("b-read", "/src/a.py"), ("b-edit", "/src/b.py"),
+    }  # fmt: skip
+    task = span_table(conn)["task"]
+    assert task[SPAN_COLUMN_NAMES.index("subtree_cost_usd_e6")] == 530
+
+
+def test_store_without_later_columns_reads_ts_exact_as_zero(tmp_path):
+    path = tmp_path / "old.db"
+    conn = make_store(path, later_columns=())
+    insert_rows(conn, [
+        {"session_id": "s", "seq": 1, "ts_ms": 10, "kind": "ToolCall", "source": "Tail",
+         "tool": "Read", "payload": "{}"},
+        {"session_id": "s", "seq": 2, "ts_ms": 30, "kind": "ToolResult", "source": "Tail",
+         "tool": "Read", "payload": "{}"},
+    ])  # fmt: skip
+    assert rebuild_store(path).skipped == 0
+    (row,) = span_table(conn).values()
+    assert row[0] == "s:1:10"  # no tool_call_id column: a synthetic id
+    assert row[SPAN_COLUMN_NAMES.index("lead_time_ms")] is None  # not exact without ts_exact
+    assert row[SPAN_COLUMN_NAMES.index("status")] == "done"
+
+
+def test_older_tool_spans_table_gains_missing_columns_and_keeps_its_own(store):
+    path, conn = store
+    conn.execute(
+        "CREATE TABLE tool_spans (span_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, "
+        "tool TEXT, status TEXT NOT NULL, note TEXT)"
+    )
+    conn.execute("INSERT INTO tool_spans VALUES ('keep', 'other', 'Read', 'done', 'mine')")
+    insert_events(conn, task_session("s1"))
+    rebuild_store(path, ["s1"])
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(tool_spans)")]
+    assert set(SPAN_COLUMN_NAMES) <= set(columns)
+    assert "note" in columns
+    assert conn.execute("SELECT note FROM tool_spans WHERE span_id = 'keep'").fetchone() == (
+        "mine",
+    )
+
+
+def test_unchanged_session_is_not_written_again(store):
+    path, conn = store
+    insert_events(conn, task_session("s1"))
+    rebuild_store(path)
+    before = conn.execute("PRAGMA data_version").fetchone()[0]
+    summary = rebuild_store(path, keep_results=True)
+    assert [r.wrote for r in summary.results] == [False]
+    assert conn.execute("PRAGMA data_version").fetchone()[0] == before
+
+
+def test_changed_span_rewrites_only_that_span(store):
+    path, conn = store
+    insert_events(conn, task_session("s1"))
+    rebuild_store(path)
+    insert_events(conn, [Event("s1", 10, 1400, K.TOOL_RESULT, tool_call_id="bash")])
+    (result,) = rebuild_store(path, keep_results=True).results
+    assert result.upserted == 1
+    assert span_table(conn)["bash"][SPAN_COLUMN_NAMES.index("status")] == "done"
+
+
+def test_shared_span_id_first_session_keeps_it_newcomer_is_namespaced(store):
+    path, conn = store
+    insert_events(conn, task_session("old"))
+    insert_events(conn, task_session("resumed", base=5000))
+    summary = rebuild_store(path, keep_results=True)
+    spans = span_table(conn)
+    session = SPAN_COLUMN_NAMES.index("session_id")
+    assert spans["task"][session] == "old"
+    assert spans["resumed/task"][session] == "resumed"
+    assert spans["resumed/task"][SPAN_COLUMN_NAMES.index("tool_call_id")] == "task"
+    parent = SPAN_COLUMN_NAMES.index("parent_span_id")
+    assert spans["resumed/read"][parent] == "resumed/task"
+    assert spans["read"][parent] == "task"
+    assert ("resumed/read", "/src/a.py") in path_rows(conn)
+    collisions = {r.session_id: r.collisions for r in summary.results}
+    assert ("task", "old") in collisions["resumed"]
+    # Rebuilding again changes nothing: ownership is stable.
+    assert rebuild_store(path).written == 0
+
+
+BAD_VALUES = [
+    ("seq", None, "seq is NULL"),
+    ("ts_ms", "noon", "ts_ms is TEXT, expected INTEGER"),
+    ("ts_ms", -5, "ts_ms is negative (-5)"),
+    ("ts_ms", 1.5, "ts_ms is REAL, expected INTEGER"),
+    ("kind", None, "kind is NULL"),
+    ("source", b"\x00", "source is BLOB, expected TEXT"),
+    ("tool", 7, None),  # TEXT affinity turns 7 into '7': a valid row
+    ("tokens_in", "many", "tokens_in is TEXT, expected INTEGER"),
+    ("cost_usd_e6", 2.5, "cost_usd_e6 is REAL, expected INTEGER"),
+    ("payload", None, "payload is NULL"),
+    ("payload", b"{}", "payload is BLOB, expected TEXT"),
+    ("ts_exact", "yes", "ts_exact is TEXT, expected INTEGER"),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "reason"), BAD_VALUES)
+def test_bad_row_is_skipped_with_reason_and_everything_else_rebuilt(
+    tmp_path, column, value, reason
+):
+    path = tmp_path / "bad.db"
+    conn = make_store(path, loose=True)
+    insert_events(conn, task_session("good"))
+    insert_events(conn, task_session("mixed", prefix="m-"))
+    bad = {"session_id": "mixed", "seq": 99, "ts_ms": 1150, "kind": "ToolCall",
+           "source": "Tail", "tool": "Grep", "tool_call_id": "bad", "payload": "{}"}  # fmt: skip
+    bad[column] = value
+    insert_rows(conn, [bad])
+    summary = rebuild_store(path, keep_results=True)
+    skipped = [row for r in summary.results for row in r.skipped]
+    if reason is None:
+        assert skipped == []
+        assert "bad" in span_table(conn)
+        return
+    assert [(s.session_id, s.seq, s.reason) for s in skipped] == [
+        ("mixed", value if column == "seq" else 99, reason)
+    ]
+    assert summary.skipped == 1
+    spans = span_table(conn)
+    assert "bad" not in spans
+    assert {"task", "read", "edit", "bash", "m-task", "m-read", "m-edit", "m-bash"} <= set(spans)
+
+
+def test_invalid_utf8_text_skips_only_that_row(store):
+    path, conn = store
+    insert_events(conn, task_session("s1"))
+    conn.execute(
+        "INSERT INTO events (session_id, seq, ts_ms, kind, source, tool, payload) "
+        "VALUES ('s1', 50, 1050, 'ToolCall', 'Tail', 'Read', CAST(X'7B2280FF223A317D' AS TEXT))"
+    )
+    conn.execute(
+        "INSERT INTO events (session_id, seq, ts_ms, kind, source, tool, payload) "
+        "VALUES ('s1', 51, 1051, 'ToolCall', 'Tail', 'Glob', 'text, not json')"
+    )
+    summary = rebuild_store(path, keep_results=True)
+    (result,) = summary.results
+    assert [(s.seq, s.reason) for s in result.skipped] == [(50, "payload is not valid UTF-8")]
+    assert "s1:51:1051" in span_table(conn)  # not JSON is fine: a null payload
+
+
+def test_token_outside_u32_reads_as_null_and_is_noted(store):
+    path, conn = store
+    insert_events(conn, [
+        Event("s", 1, 10, K.TOOL_CALL, tool="Read", tool_call_id="a", tokens_in=2**32,
+              tokens_out=5),
+        Event("s", 2, 20, K.TOOL_CALL, tool="Read", tool_call_id="b", tokens_in=-1,
+              tokens_out=2**32 - 1),
+    ])  # fmt: skip
+    (result,) = rebuild_store(path, keep_results=True).results
+    assert [(n.seq, n.column, n.value) for n in result.token_notes] == [
+        (1, "tokens_in", 2**32),
+        (2, "tokens_in", -1),
+    ]
+    spans = span_table(conn)
+    tokens_in = SPAN_COLUMN_NAMES.index("tokens_in")
+    tokens_out = SPAN_COLUMN_NAMES.index("tokens_out")
+    assert (spans["a"][tokens_in], spans["a"][tokens_out]) == (None, 5)
+    assert (spans["b"][tokens_in], spans["b"][tokens_out]) == (None, 2**32 - 1)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 10_000 + "]" * 10_000,
+        json.dumps({"file_path": "/big", "out": "x" * 20_000_000}),
+        "not json at all",
+    ],
+    ids=["nested-10000", "20MB", "not-json"],
+)
+def test_hostile_payloads_do_not_stop_the_rebuild(store, payload):
+    path, conn = store
+    insert_events(conn, task_session("s1"))
+    insert_events(conn, [Event("s1", 60, 1060, K.TOOL_CALL, tool="Read", tool_call_id="x",
+                               payload=payload)])  # fmt: skip
+    summary = rebuild_store(path)
+    assert summary.skipped == 0
+    paths = [p for s, p in path_rows(conn) if s == "x"]
+    assert paths == (["/big"] if payload.startswith("{") else [])
+
+
+def test_rows_without_text_session_id_are_never_read(store):
+    path, conn = store
+    insert_events(conn, task_session("s1"))
+    conn.execute(
+        "INSERT INTO events (session_id, seq, ts_ms, kind, source, payload) "
+        "VALUES (X'00', 1, 1, 'ToolCall', 'Tail', '{}')"
+    )
+    summary = rebuild_store(path)
+    assert summary.sessions == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no store at"),
+        (b"this is not sqlite, just text\n" * 10, "is not a SQLite database"),
+        (b"", "has no `events` table"),
+    ],
+)
+def test_unusable_store_gives_one_line_error(tmp_path, content, message):
+    path = tmp_path / "store.db"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(StoreError, match=message):
+        open_store(path)
+
+
+# Incremental rebuilds: the daemon's cache must give the rows a full rebuild gives.
+
+
+def rebuilder(path: Path) -> Rebuilder:
+    conn = open_store(path)
+    ensure_schema(conn)
+    return Rebuilder(conn, cache_sessions=8)
+
+
+def test_appended_rows_are_read_incrementally_and_match_a_full_rebuild(store):
+    path, conn = store
+    events = task_session("s1")
+    insert_events(conn, events[:4])
+    rb = rebuilder(path)
+    assert rb.rebuild("s1").mode == "full"
+    insert_events(conn, events[4:])
+    result = rb.rebuild("s1")
+    assert result.mode == "incremental"
+    assert result.rows_read == len(events) - 4
+    assert span_table(conn) == expected_rows(events)
+
+
+def test_row_sorting_before_seen_rows_forces_full_read(store):
+    path, conn = store
+    events = task_session("s1")
+    insert_events(conn, events)
+    rb = rebuilder(path)
+    rb.rebuild("s1")
+    early = Event("s1", 100, 1005, K.TOOL_CALL, tool="Glob", tool_call_id="early")
+    insert_events(conn, [early])
+    assert rb.rebuild("s1").mode == "full"
+    in_load_order = sorted([*events, early], key=lambda e: (e.ts_ms, e.seq))
+    assert span_table(conn) == expected_rows(in_load_order)
+
+
+def test_deleted_rows_and_vanished_sessions_are_noticed(store):
+    path, conn = store
+    insert_events(conn, task_session("s1"))
+    insert_events(conn, task_session("s2", prefix="b-"))
+    rb = rebuilder(path)
+    rb.rebuild("s1")
+    rb.rebuild("s2")
+    conn.execute("DELETE FROM events WHERE session_id = 's1' AND seq = 9")
+    assert rb.rebuild("s1").mode == "full"
+    assert "bash" not in span_table(conn)
+    conn.execute("DELETE FROM events WHERE session_id = 's2'")
+    result = rb.rebuild("s2")
+    assert result.mode == "vanished"
+    assert not any(k.startswith("b-") for k in span_table(conn))
+    assert conn.execute("SELECT count(*) FROM spanwatch_sessions").fetchone() == (1,)
+    assert not any(s.startswith("b-") for s, _ in path_rows(conn))

@@ -1,0 +1,1 @@
+"""The command line: wires settings, logging, the store and the daemon together."""

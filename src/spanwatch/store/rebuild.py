@@ -21,6 +21,7 @@ from pathlib import Path
 from spanwatch.engine import SessionSpans, finish_spans
 from spanwatch.engine.builder import SpanBuilder
 from spanwatch.engine.events import Event
+from spanwatch.engine.records import SpanRecord
 from spanwatch.store import marks
 from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import RetryHook, open_store, read_snapshot, write_transaction
@@ -111,8 +112,7 @@ class Rebuilder:
         result.skipped = rows.skipped
         result.token_notes = rows.token_notes
 
-        stored_id = self._stored_ids(session_id, state.spans, stored, result)
-        records = finish_spans(state.spans.by_order, stored_id)
+        records, result.collisions = session_records(self.conn, session_id, state.spans, stored)
         diff, fresh = span_rows.diff_rows(stored, records)
         result.spans = len(records)
         result.upserted = len(diff.upserts)
@@ -144,6 +144,8 @@ class Rebuilder:
         """New rows only when the session just grew past what was seen; else all rows."""
         if mark.row_count == 0:
             return SessionRows(), False
+        if cached is not None and mark == cached.mark:
+            return SessionRows(), True
         if cached is not None and mark.row_count > cached.mark.row_count:
             rows = load_session_rows(self.conn, self.shape, session_id, after_id=cached.mark.max_id)
             if rows.row_count == mark.row_count - cached.mark.row_count and (
@@ -152,33 +154,6 @@ class Rebuilder:
                 return rows, True
         return load_session_rows(self.conn, self.shape, session_id), False
 
-    def _stored_ids(
-        self,
-        session_id: str,
-        session: SessionSpans,
-        stored: dict[str, span_rows.SpanRow],
-        result: SessionResult,
-    ) -> Callable[[SpanBuilder], str] | None:
-        """Namespaced ids for spans whose raw id another session already owns."""
-        unknown = [span_id for span_id in session.spans if span_id not in stored]
-        if not unknown:
-            return None
-        taken = {
-            span_id: owner
-            for span_id, owner in span_rows.owners(self.conn, unknown).items()
-            if owner != session_id
-        }
-        if not taken:
-            return None
-        result.collisions = sorted(taken.items())
-
-        def stored_id(span: SpanBuilder) -> str:
-            if span.span_id in taken:
-                return f"{session_id}/{span.span_id}"
-            return span.span_id
-
-        return stored_id
-
     def _vanish(self, session_id: str) -> SessionResult:
         result = SessionResult(session_id, "vanished")
         with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
@@ -186,6 +161,35 @@ class Rebuilder:
             marks.delete_mark(self.conn, session_id)
         result.wrote = True
         return result
+
+
+def session_records(
+    conn: sqlite3.Connection,
+    session_id: str,
+    session: SessionSpans,
+    stored: dict[str, span_rows.SpanRow],
+) -> tuple[list[SpanRecord], list[tuple[str, str]]]:
+    """The session's records as they are to be stored, and the span-id collisions.
+
+    A span whose raw id another session already owns is stored under
+    `<session_id>/<span_id>`, and its children point there (DESIGN.md).
+    `stored` is the session's own stored rows: ids found there are ours.
+    """
+    unknown = [span_id for span_id in session.spans if span_id not in stored]
+    taken = {
+        span_id: owner
+        for span_id, owner in span_rows.owners(conn, unknown).items()
+        if owner != session_id
+    }
+    if not taken:
+        return finish_spans(session.by_order), []
+
+    def stored_id(span: SpanBuilder) -> str:
+        if span.span_id in taken:
+            return f"{session_id}/{span.span_id}"
+        return span.span_id
+
+    return finish_spans(session.by_order, stored_id), sorted(taken.items())
 
 
 def _position(event: Event) -> tuple[int, int]:

@@ -1,0 +1,418 @@
+"""The daemon: watch the store, debounce the sessions that changed, rebuild them.
+
+One `Daemon` object owns the whole lifecycle, in the spirit of uvicorn's
+`Server`: `serve()` waits for the store, catches up, reports ready, then loops
+until a signal asks it to stop, and finally drains the sessions already dirty.
+
+Time and signals live here; SQL runs on one dedicated store thread (see
+`StoreLink`), so a slow rebuild never stalls signal handling, the watchdog or
+file events. Errors from the store back off and retry: the daemon never exits
+because the store misbehaved, and never spins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from spanwatch.daemon.debounce import Debouncer
+from spanwatch.daemon.notify import Notifier, watchdog_interval
+from spanwatch.daemon.store_link import BatchReport, StoreLink, file_identity
+from spanwatch.daemon.wakeups import StoreWakeups
+from spanwatch.logs import configure_logging
+from spanwatch.settings import Settings, SettingsError
+from spanwatch.store.errors import StoreError
+
+T = TypeVar("T")
+
+#: How long systemd should wait per step of a long catch-up (EXTEND_TIMEOUT_USEC).
+CATCH_UP_EXTEND_S = 60
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+def _now_ms() -> float:
+    return time.monotonic() * 1000
+
+
+class Daemon:
+    """`spanwatch run`: keeps tool spans fresh until told to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reload_settings: Callable[[], Settings] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        if settings.db is None:
+            raise StoreError("no store given: pass --db PATH or set `db` in the configuration")
+        self.settings = settings
+        self.db: Path = settings.db
+        self._reload_settings = reload_settings
+        self.notifier = notifier or Notifier.from_environment()
+        self.log = structlog.get_logger("spanwatch.daemon")
+        self.debouncer = Debouncer(settings.debounce_ms, settings.max_delay_ms)
+        self.ready = False
+        self._signals = 0
+        self._wake = asyncio.Event()
+        self._exit_requested = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._last_error: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spanwatch-store")
+        self._link: StoreLink | None = None
+        self._next_reconcile = 0.0
+        self._waiting_logged = False
+        self._totals = BatchReport()
+
+    @property
+    def should_exit(self) -> bool:
+        return self._exit_requested.is_set()
+
+    # Lifecycle -----------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; the exit code for the process."""
+        return asyncio.run(self.serve())
+
+    async def serve(self) -> int:
+        self._install_signal_handlers()
+        self.log.info("starting", db=str(self.db), pid=os.getpid(), **self._timing())
+        tasks = self._tasks
+        tasks.append(asyncio.create_task(self._watch_files(), name="spanwatch-wakeups"))
+        interval = watchdog_interval()
+        if interval is not None:
+            tasks.append(asyncio.create_task(self._watchdog(interval), name="spanwatch-watchdog"))
+        code = 0
+        try:
+            code = await self._main_loop()
+            if code == 0:
+                await self._drain()
+        finally:
+            self.notifier.stopping("stopping")
+            self._stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._link is not None:
+                await self._on_store(self._link.close)
+                self._link = None
+            self._executor.shutdown(wait=True)
+            self.notifier.close()
+        self.log.info(
+            "stopped",
+            sessions_rebuilt=self._totals.sessions,
+            events=self._totals.events,
+            spans_written=self._totals.spans_written,
+            skipped_rows=self._totals.skipped_rows,
+        )
+        return code
+
+    async def _main_loop(self) -> int:
+        """Loop until asked to stop; 2 if the store is unusable at start (a setup error)."""
+        backoff = BACKOFF_MIN_S
+        while not self.should_exit:
+            try:
+                if self._link is None:
+                    await self._connect()
+                    continue
+                await self._cycle()
+                backoff = BACKOFF_MIN_S
+                self._last_error = None
+            except (StoreError, sqlite3.Error, OSError) as exc:
+                if not self.ready:
+                    self.log.error("cannot use the store", db=str(self.db), error=str(exc),
+                                   hint=_hint(exc))  # fmt: skip
+                    return 2
+                # Once running, trouble with the store is waited out, never a crash loop.
+                message = str(exc)
+                level = self.log.error if message != self._last_error else self.log.debug
+                level("store error; reopening after a pause", error=message, retry_in_s=backoff)
+                self._last_error = message
+                await self._disconnect()
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        return 0
+
+    async def _connect(self) -> None:
+        """Wait for the store, open it, reconcile and catch up; READY=1 the first time."""
+        if not await self._store_exists():
+            if not self._waiting_logged:
+                self.log.info("waiting for the store to appear", db=str(self.db))
+                self.notifier.status(f"waiting for {self.db}")
+                self._waiting_logged = True
+            await self._sleep(self.settings.poll_interval_ms / 1000, wake_early=True)
+            return
+        self._waiting_logged = False
+        settings = self.settings
+        self._link = await self._on_store(
+            lambda: StoreLink(
+                self.db,
+                log=self.log,
+                busy_timeout_ms=settings.busy_timeout_ms,
+                write_retry_max_s=settings.write_retry_max_s,
+                cache_sessions=settings.cache_max_sessions,
+            )
+        )
+        stale = await self._on_store(self._link.stale_sessions)
+        self.log.info("store opened", db=str(self.db), stale_sessions=len(stale))
+        self._next_reconcile = time.monotonic() + settings.reconcile_interval_s
+        await self._catch_up(stale)
+        if not self.ready and not self.should_exit:
+            self.ready = True
+            self.notifier.ready(self._status_text())
+            self.log.info("ready", **self._timing())
+
+    async def _store_exists(self) -> bool:
+        if file_identity(self.db) is None:
+            return False
+        try:
+            conn = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                row = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.db} is not a usable SQLite database ({exc})") from exc
+        return row is not None
+
+    async def _disconnect(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await self._on_store(link.close)
+
+    # The work ------------------------------------------------------------------
+
+    async def _cycle(self) -> None:
+        """Wait for a reason to act, then look for changes and rebuild what is due."""
+        await self._wait_for_work()
+        link = self._link
+        assert link is not None
+        if not link.still_same_file():
+            self.log.warning(
+                "store file was replaced, moved or deleted; reopening", db=str(self.db)
+            )
+            self.debouncer = Debouncer(self.settings.debounce_ms, self.settings.max_delay_ms)
+            await self._disconnect()
+            return
+        if await self._on_store(link.changed):
+            new = await self._on_store(link.new_rows)
+            now = _now_ms()
+            for session_id in new:
+                self.debouncer.mark(session_id, now)
+        if time.monotonic() >= self._next_reconcile:
+            self._next_reconcile = time.monotonic() + self.settings.reconcile_interval_s
+            stale = await self._on_store(link.stale_sessions)
+            self._mark_due_now(s for s in stale if s not in self.debouncer)
+            if stale:
+                self.log.info("reconcile found stale sessions", sessions=len(stale))
+        while not self.should_exit:
+            due = self.debouncer.due(_now_ms(), self.settings.batch_max_sessions)
+            if not due:
+                break
+            await self._rebuild(due)
+
+    async def _wait_for_work(self) -> None:
+        # The fallback poll: file events never arrive on some filesystems.
+        timeout = self.settings.poll_interval_ms / 1000 if self.settings.poll_fallback else None
+        deadline = self.debouncer.next_deadline_ms()
+        if deadline is not None:
+            until_due = max(0.0, (deadline - _now_ms()) / 1000)
+            timeout = until_due if timeout is None else min(timeout, until_due)
+        until_reconcile = max(0.0, self._next_reconcile - time.monotonic())
+        timeout = until_reconcile if timeout is None else min(timeout, until_reconcile)
+        await self._sleep(timeout, wake_early=True)
+
+    async def _rebuild(self, sessions: list[str]) -> BatchReport:
+        link = self._link
+        assert link is not None
+        report = await self._on_store(lambda: link.rebuild(sessions))
+        now = _now_ms()
+        for session_id in report.busy:
+            self.debouncer.mark(session_id, now)
+        self._add_totals(report)
+        self.log.info(
+            "batch",
+            sessions=report.sessions,
+            incremental=report.incremental,
+            events=report.events,
+            spans_written=report.spans_written,
+            spans_deleted=report.spans_deleted,
+            skipped_rows=report.skipped_rows,
+            busy=len(report.busy),
+            failed=len(report.failed),
+            ms=round(report.ms, 1),
+        )
+        self.notifier.status(self._status_text())
+        return report
+
+    async def _catch_up(self, sessions: list[str]) -> None:
+        """Rebuild every stale session before reporting ready, in batches."""
+        step = max(1, self.settings.batch_max_sessions)
+        for start in range(0, len(sessions), step):
+            if self.should_exit:
+                self._mark_due_now(sessions[start:])
+                return
+            self.notifier.send(
+                f"EXTEND_TIMEOUT_USEC={CATCH_UP_EXTEND_S * 1_000_000}",
+                f"STATUS=catching up: {start}/{len(sessions)} sessions",
+            )
+            await self._rebuild(sessions[start : start + step])
+
+    async def _drain(self) -> None:
+        """On shutdown: rebuild the sessions already dirty, then stop."""
+        if self._link is None or not self.debouncer.pending():
+            return
+        pending = self.debouncer.due(float("inf"))
+        self.log.info("draining dirty sessions before exit", sessions=len(pending))
+        try:
+            for start in range(0, len(pending), self.settings.batch_max_sessions):
+                await self._rebuild(pending[start : start + self.settings.batch_max_sessions])
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            self.log.error("could not drain; the next start catches up", error=str(exc))
+
+    def _mark_due_now(self, sessions: Iterable[str]) -> None:
+        # Marked far enough in the past that the debounce window is already over.
+        past = _now_ms() - self.settings.max_delay_ms - 1
+        for session_id in sessions:
+            self.debouncer.mark(session_id, past)
+
+    # Signals, reload, watchdog ---------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.log.warning("second stop signal: exiting at once", signal=sig.name)
+            os._exit(1)
+        self.log.info("stop requested; finishing the work in hand", signal=sig.name)
+        self.notifier.stopping("finishing the work in hand")
+        self._exit_requested.set()
+        self._wake.set()
+
+    def _on_reload_signal(self) -> None:
+        self._reload()
+        self._wake.set()
+
+    def _reload(self) -> None:
+        self.notifier.reloading("reloading configuration")
+        if self._reload_settings is None:
+            self.notifier.ready(self._status_text())
+            return
+        try:
+            new = self._reload_settings()
+        except SettingsError as exc:
+            self.log.error("reload failed; keeping the running configuration", problems=str(exc))
+            self.notifier.ready(self._status_text())
+            return
+        changed = {
+            key: value
+            for key, value in new.model_dump().items()
+            if value != getattr(self.settings, key)
+        }
+        if "db" in changed:
+            self.log.warning("`db` cannot change on reload; restart to watch another store")
+            changed.pop("db")
+            new = new.model_copy(update={"db": self.db})
+        self.settings = new
+        configure_logging(new.log_level, new.log_format)
+        self.debouncer.update_timing(new.debounce_ms, new.max_delay_ms)
+        if {"poll_interval_ms", "force_polling"} & changed.keys():
+            self._restart_watcher()
+        self.log.info("configuration reloaded", changed={k: str(v) for k, v in changed.items()})
+        self.notifier.ready(self._status_text())
+
+    async def _watchdog(self, interval_s: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval_s)
+
+    async def _watch_files(self) -> None:
+        """Turn file events into wake-ups of the main loop (which also polls on a timer)."""
+        settings = self.settings
+        while not self._stop.is_set():
+            try:
+                async with StoreWakeups(
+                    self.db,
+                    stop_event=self._stop,
+                    poll_interval_ms=settings.poll_interval_ms,
+                    poll_fallback=False,
+                    force_polling=settings.force_polling,
+                ) as wakeups:
+                    async for _ in wakeups:
+                        self._wake.set()
+            except Exception as exc:  # the watcher is a hint; the poll carries on
+                self.log.warning("file watching failed; relying on polling", error=repr(exc))
+                await self._sleep(settings.poll_interval_ms / 1000)
+
+    def _restart_watcher(self) -> None:
+        for task in self._tasks:
+            if task.get_name() == "spanwatch-wakeups":
+                task.cancel()
+                self._tasks.remove(task)
+                break
+        self._tasks.append(asyncio.create_task(self._watch_files(), name="spanwatch-wakeups"))
+
+    # Helpers ---------------------------------------------------------------------
+
+    async def _on_store(self, work: Callable[[], T]) -> T:
+        """Run SQL on the store thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    async def _sleep(self, seconds: float | None, *, wake_early: bool = False) -> None:
+        """Sleep, but wake for a stop request (and, if asked, for a file event)."""
+        events = [self._exit_requested, self._wake] if wake_early else [self._exit_requested]
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if wake_early:
+            self._wake.clear()
+
+    def _timing(self) -> dict[str, Any]:
+        s = self.settings
+        return {"debounce_ms": s.debounce_ms, "max_delay_ms": s.max_delay_ms}
+
+    def _add_totals(self, report: BatchReport) -> None:
+        t = self._totals
+        t.sessions += report.sessions
+        t.events += report.events
+        t.spans_written += report.spans_written
+        t.spans_deleted += report.spans_deleted
+        t.skipped_rows += report.skipped_rows
+
+    def _status_text(self) -> str:
+        t = self._totals
+        return (
+            f"watching {self.db.name}: {t.sessions} session rebuilds, "
+            f"{t.spans_written} spans written, {self.debouncer.pending()} sessions dirty"
+        )
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about a store that cannot be used at start."""
+    text = str(exc).lower()
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return "spanwatch needs write access to the store file and its directory"
+    if "not a sqlite" in text or "not a database" in text or "not a usable" in text:
+        return "check --db: it must point at the agent's SQLite event store"
+    return "check --db and the file's permissions"

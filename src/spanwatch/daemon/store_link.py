@@ -1,0 +1,159 @@
+"""The daemon's link to the store: one connection, and what it has seen so far.
+
+All of it runs on the daemon's single store thread (SQLite connections are not
+shared between threads here), so none of it is async. It answers three
+questions cheaply: has anyone committed since we last looked (`PRAGMA
+data_version`), which sessions got new rows (the global rowid mark), and is the
+file still the one we opened (device and inode).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spanwatch.store import marks
+from spanwatch.store.connection import data_version, open_store
+from spanwatch.store.errors import StoreBusyError
+from spanwatch.store.problems import log_problems
+from spanwatch.store.rebuild import Rebuilder, SessionResult
+from spanwatch.store.schema import ensure_schema
+
+#: Rows looked at per step of the new-rows scan; a backlog is taken in steps.
+SCAN_STEP = 200_000
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the store file, or None when it is not there."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What one batch of session rebuilds did, for the log line and the status."""
+
+    sessions: int = 0
+    events: int = 0
+    spans_written: int = 0
+    spans_deleted: int = 0
+    skipped_rows: int = 0
+    incremental: int = 0
+    busy: list[str] = field(default_factory=list)
+    """Sessions whose write gave up on a locked store: to be tried again."""
+    failed: list[str] = field(default_factory=list)
+    ms: float = 0.0
+
+
+class StoreLink:
+    """An open store, the daemon's view of it, and the rebuilds it runs."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        log: Any,
+        busy_timeout_ms: int,
+        write_retry_max_s: float,
+        cache_sessions: int,
+    ) -> None:
+        self.path = path
+        self.log = log
+        self.identity = file_identity(path)
+        self.conn: sqlite3.Connection = open_store(path, busy_timeout_ms=busy_timeout_ms)
+        try:
+            ensure_schema(self.conn)
+            self.rebuilder = Rebuilder(
+                self.conn,
+                cache_sessions=cache_sessions,
+                retry_for_s=write_retry_max_s,
+                on_retry=self._on_retry,
+            )
+            self.seen_version = data_version(self.conn)
+            # Taken before the reconcile: rows after it are found by the rowid scan.
+            self.global_mark = marks.max_event_id(self.conn)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def still_same_file(self) -> bool:
+        return file_identity(self.path) == self.identity
+
+    def changed(self) -> bool:
+        """Whether another connection committed since the last call."""
+        version = data_version(self.conn)
+        if version == self.seen_version:
+            return False
+        self.seen_version = version
+        return True
+
+    def new_rows(self) -> dict[str, int]:
+        """Sessions with rows past the global mark (and how many), advancing the mark."""
+        dirty: dict[str, int] = {}
+        while True:
+            mark, sessions = marks.sessions_with_new_rows(self.conn, self.global_mark, SCAN_STEP)
+            for session_id, count in sessions.items():
+                dirty[session_id] = dirty.get(session_id, 0) + count
+            if mark == self.global_mark:
+                return dirty
+            self.global_mark = mark
+
+    def stale_sessions(self) -> list[str]:
+        """The reconcile: sessions whose watermark disagrees with `events`."""
+        return list(marks.stale_sessions(self.conn))
+
+    def rebuild(self, sessions: list[str]) -> BatchReport:
+        report = BatchReport()
+        started = time.perf_counter()
+        for session_id in sessions:
+            try:
+                result = self.rebuilder.rebuild(session_id)
+            except StoreBusyError as exc:
+                self.log.warning("store busy, session will be retried", session_id=session_id,
+                                 error=str(exc))  # fmt: skip
+                report.busy.append(session_id)
+                continue
+            except (sqlite3.DatabaseError, OSError):
+                raise  # the store itself is in trouble: the daemon reopens it
+            except Exception as exc:  # a bug must cost one session, not the daemon
+                self.rebuilder.forget(session_id)
+                self.log.exception("session rebuild failed", session_id=session_id,
+                                   error=repr(exc))  # fmt: skip
+                report.failed.append(session_id)
+                continue
+            self._count(report, result)
+        report.ms = (time.perf_counter() - started) * 1000
+        return report
+
+    def _count(self, report: BatchReport, result: SessionResult) -> None:
+        log_problems(self.log, result)
+        report.sessions += 1
+        report.events += result.rows_read
+        report.spans_written += result.upserted
+        report.spans_deleted += result.deleted
+        report.skipped_rows += len(result.skipped)
+        report.incremental += result.mode == "incremental"
+        self.log.debug(
+            "session rebuilt",
+            session_id=result.session_id,
+            mode=result.mode,
+            events=result.rows_read,
+            spans=result.spans,
+            spans_written=result.upserted,
+            spans_deleted=result.deleted,
+        )
+
+    def _on_retry(self, attempt: int, delay_s: float) -> None:
+        if attempt == 1 or attempt % 10 == 0:
+            self.log.info("store locked by another writer, waiting", attempt=attempt,
+                          delay_ms=round(delay_s * 1000))  # fmt: skip

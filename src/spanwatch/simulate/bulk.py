@@ -73,7 +73,7 @@ def populate(
     with `big_session_events` one more session of that many events is added,
     with Tasks nested `big_task_depth` deep. `payload_scale` 1.0 gives real
     tool-output sizes (about 4 KB per event on average: 4 GB per million
-    events); the default keeps a million-event store near 1 GB. Creates the
+    events); the default 0.25 makes a million-event store of about 1.6 GB. Creates the
     file and the `events` table of `version` as needed; the store is left in
     WAL mode, like the agents' stores. Deterministic for a seed.
     """

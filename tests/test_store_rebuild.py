@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from tests.stores import insert_events, insert_rows, make_store, path_rows, span_table
+from stores import insert_events, insert_rows, make_store, path_rows, span_table
 
 from spanwatch.engine import Event, build_span_records
 from spanwatch.engine.events import EventKind as K

@@ -1,18 +1,19 @@
 """The span engine: events in, span records out. No I/O, no clocks, no logging.
 
 `build_span_records` is the whole rebuild of one session, the Python
-counterpart of the reference's `final_span_records`.
+counterpart of the reference's `final_span_records`. `SessionSpans` and
+`SpanTree` are its two halves, kept separately by the daemon so that a session
+can be extended by new events without starting over.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
 
 from spanwatch.engine.builder import SessionSpans, SpanBuilder
 from spanwatch.engine.events import Event, EventKind, EventSource
-from spanwatch.engine.records import SpanRecord, make_record
-from spanwatch.engine.tree import assign_parents, roll_up_subtrees, sort_spans
+from spanwatch.engine.records import SpanRecord
+from spanwatch.engine.tree import SpanTree
 
 __all__ = [
     "Event",
@@ -20,6 +21,7 @@ __all__ = [
     "EventSource",
     "SessionSpans",
     "SpanRecord",
+    "SpanTree",
     "build_span_records",
     "finish_spans",
 ]
@@ -28,13 +30,12 @@ __all__ = [
 def build_span_records(events: Iterable[Event]) -> list[SpanRecord]:
     """All spans of one session's events, given in load order (ts_ms, seq)."""
     session = SessionSpans()
-    for event in events:
-        session.feed(event)
-    return finish_spans(session.by_order)
+    session.feed_all(events)
+    return finish_spans(session.spans)
 
 
 def finish_spans(
-    spans: list[SpanBuilder],
+    spans: Mapping[str, SpanBuilder],
     stored_id: Callable[[SpanBuilder], str] | None = None,
 ) -> list[SpanRecord]:
     """Parents, depths and subtree totals, then records, in the reference's sorted order.
@@ -42,18 +43,6 @@ def finish_spans(
     `stored_id` maps a span to the id it is stored under (a namespaced id when
     another session owns the raw one, see DESIGN.md); children point at it.
     """
-    ordered = sort_spans(spans)
-    nodes = assign_parents(ordered)
-    roll_up_subtrees(ordered, nodes)
-    records = []
-    for span in ordered:
-        node = nodes[span.span_id]
-        parent = node.parent
-        parent_id = None if parent is None else (stored_id(parent) if stored_id else parent.span_id)
-        record = make_record(span, node, parent_id)
-        if stored_id is not None:
-            own_id = stored_id(span)
-            if own_id != span.span_id:
-                record = replace(record, span_id=own_id)
-        records.append(record)
-    return records
+    tree = SpanTree()
+    tree.update(spans, ())
+    return tree.records(stored_id=stored_id)

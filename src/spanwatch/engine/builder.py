@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from spanwatch.engine.events import Event, EventKind, synthetic_span_id
@@ -103,7 +104,7 @@ class SessionSpans:
         elif kind is EventKind.HOOK:
             self._hook(event)
 
-    def feed_all(self, events: list[Event]) -> None:
+    def feed_all(self, events: Iterable[Event]) -> None:
         for event in events:
             self.feed(event)
 

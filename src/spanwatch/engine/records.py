@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import orjson
 
 from spanwatch.engine.builder import SpanBuilder
-from spanwatch.engine.tree import TreeNode
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,12 +55,20 @@ def lead_time_ms(span: SpanBuilder) -> int | None:
     return None
 
 
-def make_record(span: SpanBuilder, node: TreeNode, parent_span_id: str | None) -> SpanRecord:
-    """The reference's `ToolSpanRecord::from_builder`."""
+def make_record(
+    span: SpanBuilder,
+    *,
+    span_id: str,
+    parent_span_id: str | None,
+    depth: int,
+    subtree_cost_usd_e6: int | None,
+    subtree_token_count: int | None,
+) -> SpanRecord:
+    """The reference's `ToolSpanRecord::from_builder`, under the id it is stored as."""
     started = span.start_ms
     ended = span.end_ms
     return SpanRecord(
-        span_id=span.span_id,
+        span_id=span_id,
         session_id=span.session_id,
         tool=span.tool,
         tool_call_id=span.tool_call_id,
@@ -75,7 +82,7 @@ def make_record(span: SpanBuilder, node: TreeNode, parent_span_id: str | None) -
         cost_usd_e6=span.cost_usd_e6,
         paths=tuple(sorted(span.paths)),
         parent_span_id=parent_span_id,
-        depth=node.depth,
-        subtree_cost_usd_e6=node.subtree_cost_usd_e6,
-        subtree_token_count=node.subtree_token_count,
+        depth=depth,
+        subtree_cost_usd_e6=subtree_cost_usd_e6,
+        subtree_token_count=subtree_token_count,
     )

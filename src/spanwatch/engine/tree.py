@@ -9,19 +9,29 @@ when it ends no earlier. The tree keeps, for each end time, the best
 (depth, earliest position) key, and answers "best key among ends >= e" in
 O(log n).
 
+`SpanTree` keeps the result between updates. A span's parent depends only on
+the spans sorted before it, so when spans change, only those sorted at or
+after the earliest changed one are re-parented; the earlier ones, and the
+Fenwick entries they would contribute, are taken as they are.
+
 Exact ties of (start, end) are ordered by creation (the reference leaves them
 to a hash map's iteration order); see DESIGN.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 
 from spanwatch.engine.builder import SpanBuilder
+from spanwatch.engine.records import SpanRecord, make_record
 
 _NO_START = 2**64  # sorts after every real start, as u64::MAX does in the reference
 _I64 = 2**64
+
+SortKey = tuple[int, int, int]
+_UNSEEN = (-1, -1)  # no real interval: timestamps are never negative
 
 
 @dataclass(slots=True)
@@ -34,83 +44,201 @@ class TreeNode:
     subtree_token_count: int | None = None
 
 
-def sort_spans(spans: Sequence[SpanBuilder]) -> list[SpanBuilder]:
-    """Spans in the reference's order: start ASC, end DESC, then creation order."""
-
-    def key(span: SpanBuilder) -> tuple[int, int, int]:
-        start = span.start_ms
-        end = span.end_ms
-        return (
-            _NO_START if start is None else start,
-            0 if end is None else -end,
-            span.order,
-        )
-
-    return sorted(spans, key=key)
+def sort_key(span: SpanBuilder) -> SortKey:
+    """The reference's order: start ASC, end DESC; then creation order."""
+    start = span.start_ms
+    end = span.end_ms
+    return (_NO_START if start is None else start, 0 if end is None else -end, span.order)
 
 
-def assign_parents(ordered: Sequence[SpanBuilder]) -> dict[str, TreeNode]:
-    """Parent and depth of every span; `ordered` comes from `sort_spans`."""
-    nodes = {span.span_id: TreeNode() for span in ordered}
-    complete = [
-        (i, span, start, end)
-        for i, span in enumerate(ordered)
-        if (start := span.start_ms) is not None and (end := span.end_ms) is not None
-    ]
-    if not complete:
-        return nodes
-    # Fenwick tree over end times in descending rank, so "ends >= e" is a prefix.
-    ends = sorted({end for _, _, _, end in complete}, reverse=True)
-    size = len(ends)
-    rank_of = {end: rank + 1 for rank, end in enumerate(ends)}
-    width = len(ordered) + 1
-    best = [-1] * (size + 1)  # key = depth * width + (width - 1 - position); -1 is none
-    for position, span, _start, end in complete:
-        rank = rank_of[end]
-        found = -1
-        r = rank
-        while r > 0:
-            if best[r] > found:
-                found = best[r]
-            r &= r - 1
-        node = nodes[span.span_id]
-        if found >= 0:
-            parent_position = width - 1 - found % width
-            node.parent = ordered[parent_position]
-            node.depth = found // width + 1
-        own_key = node.depth * width + (width - 1 - position)
-        r = rank
-        while r <= size:
-            if best[r] < own_key:
-                best[r] = own_key
-            r += r & -r
-    return nodes
+class SpanTree:
+    """All spans of a session in sorted order, with parents, depths and subtree totals."""
 
+    def __init__(self) -> None:
+        self.ordered: list[SpanBuilder] = []
+        self.nodes: dict[str, TreeNode] = {}
+        self._keys: dict[str, SortKey] = {}
+        self._bounds: dict[str, tuple[int | None, int | None]] = {}
 
-def roll_up_subtrees(ordered: Sequence[SpanBuilder], nodes: dict[str, TreeNode]) -> None:
-    """Each span's subtree cost and tokens, as `compute_subtree_costs` sums them.
+    def update(self, spans: Mapping[str, SpanBuilder], touched: Iterable[str]) -> set[str]:
+        """Bring the tree up to date after the `touched` spans changed or appeared.
 
-    A span's own token count exists only when it has `tokens_in`. Children come
-    after their parent in sorted order, so one reverse pass adds every finished
-    subtree into its parent. Token sums are exact integers (DESIGN.md); cost
-    sums wrap to i64 as the reference's release build does.
-    """
-    for span in ordered:
-        node = nodes[span.span_id]
-        node.subtree_cost_usd_e6 = span.cost_usd_e6
-        tokens_in = span.tokens_in
-        node.subtree_token_count = None if tokens_in is None else tokens_in + (span.tokens_out or 0)
-    for span in reversed(ordered):
-        node = nodes[span.span_id]
-        if node.parent is None:
-            continue
-        parent = nodes[node.parent.span_id]
-        cost = node.subtree_cost_usd_e6
-        if cost is not None:
-            parent.subtree_cost_usd_e6 = _wrap_i64((parent.subtree_cost_usd_e6 or 0) + cost)
-        tokens = node.subtree_token_count
-        if tokens is not None:
-            parent.subtree_token_count = (parent.subtree_token_count or 0) + tokens
+        `spans` is every span of the session by id, in creation order (new ones
+        come last). Returns the ids whose record may have changed: the touched
+        and new spans, and every span whose parent, depth or totals moved.
+        """
+        changed = set(touched)
+        nodes = self.nodes
+        if len(spans) != len(nodes):
+            for span in islice(spans.values(), len(nodes), None):
+                nodes[span.span_id] = TreeNode()
+                self.ordered.append(span)
+                changed.add(span.span_id)
+        keys = self._keys
+        moved_from: SortKey | None = None
+        bounds = self._bounds
+        for span_id in changed:
+            span = spans[span_id]
+            interval = (span.start_ms, span.end_ms)
+            if bounds.get(span_id, _UNSEEN) == interval:
+                continue
+            # Compared as intervals, not sort keys: a missing end sorts like an
+            # end at 0, but completing a span changes who can be its parent.
+            bounds[span_id] = interval
+            new = sort_key(span)
+            old = keys.get(span_id)
+            keys[span_id] = new
+            first = new if old is None or new < old else old
+            if moved_from is None or first < moved_from:
+                moved_from = first
+        if moved_from is not None:
+            self.ordered.sort(key=lambda span: keys[span.span_id])
+            start = next(
+                (i for i, span in enumerate(self.ordered) if keys[span.span_id] >= moved_from),
+                len(self.ordered),
+            )
+            changed |= self._assign_parents(start)
+        changed |= self._roll_up()
+        return changed
+
+    def records(
+        self,
+        span_ids: Iterable[str] | None = None,
+        stored_id: Callable[[SpanBuilder], str] | None = None,
+    ) -> list[SpanRecord]:
+        """Records of the given spans (all, in sorted order, without `span_ids`).
+
+        `stored_id` maps a span to the id it is stored under (a namespaced id
+        when another session owns the raw one, see DESIGN.md); children point
+        at it.
+        """
+        wanted = None if span_ids is None else set(span_ids)
+        out = []
+        for span in self.ordered:
+            if wanted is not None and span.span_id not in wanted:
+                continue
+            node = self.nodes[span.span_id]
+            parent = node.parent
+            if parent is None:
+                parent_id = None
+            else:
+                parent_id = parent.span_id if stored_id is None else stored_id(parent)
+            out.append(
+                make_record(
+                    span,
+                    span_id=span.span_id if stored_id is None else stored_id(span),
+                    parent_span_id=parent_id,
+                    depth=node.depth,
+                    subtree_cost_usd_e6=node.subtree_cost_usd_e6,
+                    subtree_token_count=node.subtree_token_count,
+                )
+            )
+        return out
+
+    def _assign_parents(self, start: int) -> set[str]:
+        """Re-parent the spans from sorted position `start` on; return those that moved."""
+        ordered = self.ordered
+        nodes = self.nodes
+        moved: set[str] = set()
+        if start >= len(ordered):
+            return moved
+        # Complete spans: the only ones that can be, or get, a parent.
+        suffix = []
+        for i in range(start, len(ordered)):
+            span = ordered[i]
+            s, e = span.start_ms, span.end_ms
+            if s is not None and e is not None:
+                suffix.append((i, span, s, e))
+                continue
+            node = nodes[span.span_id]
+            if node.parent is not None or node.depth:
+                node.parent, node.depth = None, 0
+                moved.add(span.span_id)
+        if not suffix:
+            return moved
+        # An earlier span contains a later one exactly when it ends no earlier (it
+        # already starts no later), so only earlier complete spans ending at or
+        # after the earliest suffix end can be a parent here. (Not "after the
+        # suffix's first start": a span whose call came after its result ends
+        # before it starts, and the reference still nests it.)
+        lowest_end = min(e for _, _, _, e in suffix)
+        active = [
+            (i, span, e)
+            for i in range(start)
+            if (span := ordered[i]).start_ms is not None
+            and (e := span.end_ms) is not None
+            and e >= lowest_end
+        ]
+        ends = sorted({e for _, _, e in active} | {e for _, _, _, e in suffix}, reverse=True)
+        size = len(ends)
+        rank_of = {end: rank + 1 for rank, end in enumerate(ends)}
+        width = len(ordered) + 1
+        best = [-1] * (size + 1)  # key = depth * width + (width - 1 - position); -1 is none
+
+        def insert(position: int, end: int, depth: int) -> None:
+            own_key = depth * width + (width - 1 - position)
+            r = rank_of[end]
+            while r <= size:
+                if best[r] < own_key:
+                    best[r] = own_key
+                r += r & -r
+
+        for position, span, end in active:
+            insert(position, end, nodes[span.span_id].depth)
+        for position, span, _start, end in suffix:
+            found = -1
+            r = rank_of[end]
+            while r > 0:
+                if best[r] > found:
+                    found = best[r]
+                r &= r - 1
+            node = nodes[span.span_id]
+            if found >= 0:
+                parent: SpanBuilder | None = ordered[width - 1 - found % width]
+                depth = found // width + 1
+            else:
+                parent, depth = None, 0
+            if parent is not node.parent or depth != node.depth:
+                node.parent, node.depth = parent, depth
+                moved.add(span.span_id)
+            insert(position, end, depth)
+        return moved
+
+    def _roll_up(self) -> set[str]:
+        """Each span's subtree cost and tokens, as `compute_subtree_costs` sums them.
+
+        A span's own token count exists only when it has `tokens_in`. Children
+        come after their parent in sorted order, so one reverse pass adds every
+        finished subtree into its parent. Token sums are exact integers
+        (DESIGN.md); cost sums wrap to i64 as the reference's release build does.
+        Returns the spans whose totals changed.
+        """
+        ordered = self.ordered
+        costs: dict[str, int | None] = {}
+        tokens: dict[str, int | None] = {}
+        for span in ordered:
+            costs[span.span_id] = span.cost_usd_e6
+            tokens_in = span.tokens_in
+            tokens[span.span_id] = None if tokens_in is None else tokens_in + (span.tokens_out or 0)
+        nodes = self.nodes
+        for span in reversed(ordered):
+            parent = nodes[span.span_id].parent
+            if parent is None:
+                continue
+            cost = costs[span.span_id]
+            if cost is not None:
+                costs[parent.span_id] = _wrap_i64((costs[parent.span_id] or 0) + cost)
+            count = tokens[span.span_id]
+            if count is not None:
+                tokens[parent.span_id] = (tokens[parent.span_id] or 0) + count
+        changed = set()
+        for span_id, node in nodes.items():
+            cost, count = costs[span_id], tokens[span_id]
+            if node.subtree_cost_usd_e6 != cost or node.subtree_token_count != count:
+                node.subtree_cost_usd_e6 = cost
+                node.subtree_token_count = count
+                changed.add(span_id)
+        return changed
 
 
 def _wrap_i64(value: int) -> int:

@@ -7,7 +7,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from stores import insert_events, insert_rows, make_store, path_rows, span_table
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spanwatch.engine import Event, build_span_records
 from spanwatch.engine.events import EventKind as K
@@ -16,6 +17,8 @@ from spanwatch.store.errors import StoreError
 from spanwatch.store.rebuild import Rebuilder, rebuild_store
 from spanwatch.store.schema import SPAN_COLUMN_NAMES, ensure_schema
 from spanwatch.store.spans import record_row
+from stores import insert_events, insert_rows, make_store, path_rows, span_table
+from strategies import event_streams
 
 
 def pre(session: str, seq: int, ts: int, call_id: str, tool: str, **extra: object) -> Event:
@@ -324,3 +327,36 @@ def test_deleted_rows_and_vanished_sessions_are_noticed(store):
     assert not any(k.startswith("b-") for k in span_table(conn))
     assert conn.execute("SELECT count(*) FROM spanwatch_sessions").fetchone() == (1,)
     assert not any(s.startswith("b-") for s, _ in path_rows(conn))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data(), events=event_streams(max_events=50))
+def test_cached_rebuilds_after_each_write_leave_the_table_a_fresh_rebuild_leaves(
+    tmp_path_factory, data, events
+):
+    """Rows arrive in chunks, sometimes out of order; after each chunk the daemon's
+    cached rebuild must leave exactly what a one-shot rebuild of a copy leaves."""
+    directory = tmp_path_factory.mktemp("cached")
+    path = directory / "events.db"
+    conn = make_store(path)
+    arrival = data.draw(st.permutations(events)) if data.draw(st.booleans()) else events
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(arrival)), max_size=5)))
+    rb = rebuilder(path)
+    previous = 0
+    for cut in [*cuts, len(arrival)]:
+        insert_events(conn, arrival[previous:cut])
+        previous = cut
+        if cut:
+            rb.rebuild(events[0].session_id)
+    if not events:
+        return
+    incremental = span_table(conn), path_rows(conn)
+    fresh_path = directory / "fresh.db"
+    fresh = make_store(fresh_path)
+    insert_events(fresh, arrival)
+    rebuild_store(fresh_path)
+    assert incremental == (span_table(fresh), path_rows(fresh))

@@ -16,9 +16,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
-from spanwatch.engine import SessionSpans, finish_spans
+from spanwatch.engine import SessionSpans, SpanTree
 from spanwatch.engine.builder import SpanBuilder
 from spanwatch.engine.events import Event
 from spanwatch.engine.records import SpanRecord
@@ -53,9 +54,13 @@ class _SessionState:
     """A session as last written: engine state, watermark and stored rows."""
 
     spans: SessionSpans
+    tree: SpanTree
     last_position: tuple[int, int]
     mark: SessionMark
     stored: dict[str, span_rows.SpanRow]
+    """The session's rows in tool_spans, by stored id."""
+    owned_elsewhere: dict[str, str]
+    """Raw span ids another session owns (stored here under a namespaced id)."""
     skipped_rows: int
 
 
@@ -95,44 +100,54 @@ class Rebuilder:
             return self._vanish(session_id)
         if extended and cached is not None:
             state = cached
-            state.spans.feed_all(rows.events)
-            skipped_rows = cached.skipped_rows + len(rows.skipped)
-            stored = cached.stored
             result = SessionResult(session_id, "incremental")
+            previous_mark: SessionMark | None = cached.mark
         else:
-            state = _SessionState(SessionSpans(), (-1, -1), mark, {}, 0)
-            state.spans.feed_all(rows.events)
-            skipped_rows = len(rows.skipped)
-            stored = span_rows.stored_rows(self.conn, session_id)
+            state = _SessionState(
+                SessionSpans(), SpanTree(), (-1, -1), mark,
+                span_rows.stored_rows(self.conn, session_id), {}, 0,
+            )  # fmt: skip
             result = SessionResult(session_id, "full")
+            previous_mark = marks.read_mark(self.conn, session_id)
+        known = len(state.spans.spans)
+        state.spans.feed_all(rows.events)
+        changed = state.tree.update(state.spans.spans, state.spans.touched)
+        state.spans.touched.clear()
         if rows.events:
             last = rows.events[-1]
             state.last_position = max(state.last_position, (last.ts_ms, last.seq))
+        state.skipped_rows += len(rows.skipped)
         result.rows_read = rows.row_count
         result.skipped = rows.skipped
         result.token_notes = rows.token_notes
 
-        records, result.collisions = session_records(self.conn, session_id, state.spans, stored)
-        diff, fresh = span_rows.diff_rows(stored, records)
-        result.spans = len(records)
+        new_ids = list(islice(state.spans.spans, known, None))
+        result.collisions = _claimed_elsewhere(
+            self.conn, session_id, new_ids, state.stored, state.owned_elsewhere
+        )
+        stored_id = _stored_id_for(session_id, state.owned_elsewhere)
+        if result.mode == "full":
+            records = state.tree.records(stored_id=stored_id)
+        else:
+            records = state.tree.records(changed, stored_id=stored_id)
+        diff = span_rows.diff_rows(state.stored, records, complete=result.mode == "full")
+        result.spans = len(state.spans.spans)
         result.upserted = len(diff.upserts)
         result.deleted = len(diff.deletes)
-        previous = cached.mark if cached is not None else marks.read_mark(self.conn, session_id)
-        if diff or mark != previous:
+        if diff or mark != previous_mark:
             with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
                 span_rows.apply_diff(self.conn, diff)
                 marks.write_mark(
                     self.conn,
                     mark,
-                    span_count=len(records),
-                    skipped_rows=skipped_rows,
+                    span_count=result.spans,
+                    skipped_rows=state.skipped_rows,
                     now_ms=self.clock_ms(),
                 )
             result.wrote = True
         if self.cache_sessions > 0:
+            diff.apply_to(state.stored)
             state.mark = mark
-            state.stored = fresh
-            state.skipped_rows = skipped_rows
             self._cache[session_id] = state
             while len(self._cache) > self.cache_sessions:
                 self._cache.popitem(last=False)
@@ -169,27 +184,50 @@ def session_records(
     session: SessionSpans,
     stored: dict[str, span_rows.SpanRow],
 ) -> tuple[list[SpanRecord], list[tuple[str, str]]]:
-    """The session's records as they are to be stored, and the span-id collisions.
+    """The session's records as they are to be stored, and the span-id collisions."""
+    owned_elsewhere: dict[str, str] = {}
+    collisions = _claimed_elsewhere(conn, session_id, session.spans, stored, owned_elsewhere)
+    tree = SpanTree()
+    tree.update(session.spans, ())
+    return tree.records(stored_id=_stored_id_for(session_id, owned_elsewhere)), collisions
 
-    A span whose raw id another session already owns is stored under
-    `<session_id>/<span_id>`, and its children point there (DESIGN.md).
-    `stored` is the session's own stored rows: ids found there are ours.
+
+def _claimed_elsewhere(
+    conn: sqlite3.Connection,
+    session_id: str,
+    span_ids: Iterable[str],
+    stored: dict[str, span_rows.SpanRow],
+    owned_elsewhere: dict[str, str],
+) -> list[tuple[str, str]]:
+    """Find which of `span_ids` another session already owns; add them to `owned_elsewhere`.
+
+    Span ids are the table's primary key across sessions. A resumed session
+    repeats the ids of the one it resumes: the first owner keeps its row and
+    the newcomer's span is stored as `<session_id>/<span_id>` (DESIGN.md).
+    Ids stored by this session already are its own.
     """
-    unknown = [span_id for span_id in session.spans if span_id not in stored]
-    taken = {
-        span_id: owner
+    unknown = [span_id for span_id in span_ids if span_id not in stored]
+    found = sorted(
+        (span_id, owner)
         for span_id, owner in span_rows.owners(conn, unknown).items()
         if owner != session_id
-    }
-    if not taken:
-        return finish_spans(session.by_order), []
+    )
+    owned_elsewhere.update(found)
+    return found
+
+
+def _stored_id_for(
+    session_id: str, owned_elsewhere: dict[str, str]
+) -> Callable[[SpanBuilder], str] | None:
+    if not owned_elsewhere:
+        return None
 
     def stored_id(span: SpanBuilder) -> str:
-        if span.span_id in taken:
+        if span.span_id in owned_elsewhere:
             return f"{session_id}/{span.span_id}"
         return span.span_id
 
-    return finish_spans(session.by_order, stored_id), sorted(taken.items())
+    return stored_id
 
 
 def _position(event: Event) -> tuple[int, int]:

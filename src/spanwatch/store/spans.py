@@ -92,23 +92,36 @@ class SpanDiff:
     def __bool__(self) -> bool:
         return bool(self.upserts or self.deletes)
 
+    def apply_to(self, stored: dict[str, SpanRow]) -> None:
+        """Update a copy of the stored rows as the database will be once this is written."""
+        for span_id in self.deletes:
+            del stored[span_id]
+        for row in self.upserts:
+            stored[str(row[0])] = row
+
 
 def diff_rows(
-    stored: dict[str, SpanRow], records: Sequence[SpanRecord]
-) -> tuple[SpanDiff, dict[str, SpanRow]]:
-    """The difference, and the rows that will be stored once it is applied."""
+    stored: dict[str, SpanRow], records: Sequence[SpanRecord], *, complete: bool = True
+) -> SpanDiff:
+    """The writes that turn `stored` into `records`.
+
+    With `complete`, `records` is every span of the session and stored rows
+    missing from it are deleted; otherwise it is only the spans that may have
+    changed, and nothing is deleted.
+    """
     diff = SpanDiff()
-    fresh: dict[str, SpanRow] = {}
+    seen: set[str] = set()
     for record in records:
         row = record_row(record)
-        fresh[record.span_id] = row
+        seen.add(record.span_id)
         old = stored.get(record.span_id)
         if old != row:
             diff.upserts.append(row)
             if old is None or old[_PATHS_JSON] != row[_PATHS_JSON]:
                 diff.path_rewrites.append((record.span_id, record.paths))
-    diff.deletes = [span_id for span_id in stored if span_id not in fresh]
-    return diff, fresh
+    if complete:
+        diff.deletes = [span_id for span_id in stored if span_id not in seen]
+    return diff
 
 
 def apply_diff(conn: sqlite3.Connection, diff: SpanDiff) -> None:

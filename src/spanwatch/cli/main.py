@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from spanwatch import __version__
-from spanwatch.cli import rebuild, run, status, verify
+from spanwatch.cli import rebuild, run, status, triggers, verify
 from spanwatch.cli.common import EXIT_ERROR
 from spanwatch.logs import configure_logging
 
-COMMANDS = (run, rebuild, status, verify)
+COMMANDS = (run, rebuild, status, verify, triggers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -69,6 +69,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._last_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._flags: dict[str, int] = {}  # trigger counters of flagged sessions (triggers mode)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spanwatch-store")
         self._link: StoreLink | None = None
         self._next_reconcile = 0.0
@@ -162,9 +163,13 @@ class Daemon:
                 busy_timeout_ms=settings.busy_timeout_ms,
                 write_retry_max_s=settings.write_retry_max_s,
                 cache_sessions=settings.cache_max_sessions,
+                capture=settings.capture,
             )
         )
         stale = await self._on_store(self._link.stale_sessions)
+        flagged = await self._on_store(self._link.flagged)
+        self._flags.update(flagged)
+        stale += [session_id for session_id in flagged if session_id not in set(stale)]
         self.log.info("store opened", db=str(self.db), stale_sessions=len(stale))
         self._next_reconcile = time.monotonic() + settings.reconcile_interval_s
         await self._catch_up(stale)
@@ -209,8 +214,10 @@ class Daemon:
             return
         if await self._on_store(link.changed):
             new = await self._on_store(link.new_rows)
+            flagged = await self._on_store(link.flagged)
+            self._flags.update(flagged)
             now = _now_ms()
-            for session_id in new:
+            for session_id in new.keys() | flagged.keys():
                 self.debouncer.mark(session_id, now)
         if time.monotonic() >= self._next_reconcile:
             self._next_reconcile = time.monotonic() + self.settings.reconcile_interval_s
@@ -238,10 +245,13 @@ class Daemon:
     async def _rebuild(self, sessions: list[str]) -> BatchReport:
         link = self._link
         assert link is not None
-        report = await self._on_store(lambda: link.rebuild(sessions))
+        flags = {s: self._flags.pop(s) for s in sessions if s in self._flags}
+        report = await self._on_store(lambda: link.rebuild(sessions, flags))
         now = _now_ms()
         for session_id in report.busy:
             self.debouncer.mark(session_id, now)
+            if session_id in flags:
+                self._flags.setdefault(session_id, flags[session_id])
         self._add_totals(report)
         self.log.info(
             "batch",

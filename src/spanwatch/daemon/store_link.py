@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanwatch.store import marks
+from spanwatch.store import marks, triggers
 from spanwatch.store.connection import data_version, open_store
 from spanwatch.store.errors import StoreBusyError
 from spanwatch.store.problems import log_problems
@@ -63,6 +63,7 @@ class StoreLink:
         busy_timeout_ms: int,
         write_retry_max_s: float,
         cache_sessions: int,
+        capture: str = "rowid",
     ) -> None:
         self.path = path
         self.log = log
@@ -76,6 +77,16 @@ class StoreLink:
                 retry_for_s=write_retry_max_s,
                 on_retry=self._on_retry,
             )
+            self.capture = capture
+            if capture == "triggers":
+                if triggers.install_triggers(self.conn):
+                    log.info("capture triggers installed on events", db=str(path))
+            elif triggers.triggers_installed(self.conn):
+                log.warning(
+                    "capture triggers are installed but capture is 'rowid'; "
+                    "remove them with `spanwatch triggers remove`",
+                    db=str(path),
+                )
             self.seen_version = data_version(self.conn)
             # Taken before the reconcile: rows after it are found by the rowid scan.
             self.global_mark = marks.max_event_id(self.conn)
@@ -108,16 +119,24 @@ class StoreLink:
                 return dirty
             self.global_mark = mark
 
+    def flagged(self) -> dict[str, int]:
+        """Sessions the capture triggers flagged (empty in rowid mode)."""
+        if self.capture != "triggers":
+            return {}
+        return triggers.flagged_sessions(self.conn)
+
     def stale_sessions(self) -> list[str]:
         """The reconcile: sessions whose watermark disagrees with `events`."""
         return list(marks.stale_sessions(self.conn))
 
-    def rebuild(self, sessions: list[str]) -> BatchReport:
+    def rebuild(self, sessions: list[str], flags: dict[str, int] | None = None) -> BatchReport:
+        """Rebuild `sessions`; `flags` holds the trigger counters of flagged ones."""
         report = BatchReport()
         started = time.perf_counter()
         for session_id in sessions:
             try:
-                result = self.rebuilder.rebuild(session_id)
+                flag = flags.get(session_id) if flags else None
+                result = self.rebuilder.rebuild(session_id, flag_version=flag)
             except StoreBusyError as exc:
                 self.log.warning("store busy, session will be retried", session_id=session_id,
                                  error=str(exc))  # fmt: skip

@@ -23,7 +23,7 @@ from spanwatch.engine import SessionSpans, SpanTree
 from spanwatch.engine.builder import SpanBuilder
 from spanwatch.engine.events import Event
 from spanwatch.engine.records import SpanRecord
-from spanwatch.store import marks
+from spanwatch.store import marks, triggers
 from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import RetryHook, open_store, read_snapshot, write_transaction
 from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
@@ -91,13 +91,22 @@ class Rebuilder:
         else:
             self._cache.pop(session_id, None)
 
-    def rebuild(self, session_id: str) -> SessionResult:
+    def rebuild(self, session_id: str, *, flag_version: int | None = None) -> SessionResult:
+        """Bring the session's stored spans up to date with its events.
+
+        `flag_version`: the session was flagged by the capture triggers at this
+        counter. A row may have changed in place, which watermarks cannot show,
+        so the session is read in full, and the flag is cleared in the same
+        transaction as the spans.
+        """
         cached = self._cache.pop(session_id, None)
+        if flag_version is not None:
+            cached = None
         with read_snapshot(self.conn):
             mark = marks.live_mark(self.conn, session_id)
             rows, extended = self._read(session_id, mark, cached)
         if mark.row_count == 0:
-            return self._vanish(session_id)
+            return self._vanish(session_id, flag_version)
         if extended and cached is not None:
             state = cached
             result = SessionResult(session_id, "incremental")
@@ -134,9 +143,11 @@ class Rebuilder:
         result.spans = len(state.spans.spans)
         result.upserted = len(diff.upserts)
         result.deleted = len(diff.deletes)
-        if diff or mark != previous_mark:
+        if diff or mark != previous_mark or flag_version is not None:
             with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
                 span_rows.apply_diff(self.conn, diff)
+                if flag_version is not None:
+                    triggers.clear_flag(self.conn, session_id, flag_version)
                 marks.write_mark(
                     self.conn,
                     mark,
@@ -169,11 +180,13 @@ class Rebuilder:
                 return rows, True
         return load_session_rows(self.conn, self.shape, session_id), False
 
-    def _vanish(self, session_id: str) -> SessionResult:
+    def _vanish(self, session_id: str, flag_version: int | None) -> SessionResult:
         result = SessionResult(session_id, "vanished")
         with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
             result.deleted = span_rows.delete_session_spans(self.conn, session_id)
             marks.delete_mark(self.conn, session_id)
+            if flag_version is not None:
+                triggers.clear_flag(self.conn, session_id, flag_version)
         result.wrote = True
         return result
 

@@ -104,6 +104,12 @@ class ReferenceUnavailable(Exception):
     """The reference binary cannot be built here; the message says what is missing."""
 
 
+class Sql(NamedTuple):
+    """A column value given as SQL, for what Python cannot bind: CAST(X'FF' AS TEXT)."""
+
+    expr: str
+
+
 class SpanDump(NamedTuple):
     """Everything a rebuild wrote: `tool_spans` rows by span id, and the path rows."""
 
@@ -236,7 +242,8 @@ def insert_events(db_path: str | Path, events: Iterable[Event | Mapping[str, Any
     """Append events to the store (creating it if needed), in the order given.
 
     A mapping is a raw row: any of EVENT_COLUMNS (others default as the schema
-    does), for values an `Event` cannot hold (unknown kinds, wrong storage classes).
+    does), for values an `Event` cannot hold (unknown kinds, wrong storage classes,
+    `Sql` expressions).
     """
     create_store(db_path)
     with _connect(db_path) as conn:
@@ -246,8 +253,9 @@ def insert_events(db_path: str | Path, events: Iterable[Event | Mapping[str, Any
             if unknown:
                 raise ValueError(f"not an events column: {sorted(unknown)}")
             columns = ", ".join(row)
-            marks = ", ".join("?" for _ in row)
-            conn.execute(f"INSERT INTO events ({columns}) VALUES ({marks})", list(row.values()))
+            marks = ", ".join(v.expr if isinstance(v, Sql) else "?" for v in row.values())
+            values = [v for v in row.values() if not isinstance(v, Sql)]
+            conn.execute(f"INSERT INTO events ({columns}) VALUES ({marks})", values)
 
 
 def event_row(event: Event) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from reference_rust import (
     SPAN_COLUMNS,
     ReferenceUnavailable,
     SpanDump,
+    Sql,
     diff_dumps,
     dump_spans,
     insert_events,
@@ -92,7 +93,7 @@ def tied_intervals(dump: SpanDump) -> list[list[str]]:
 
 
 def ev(
-    seq: int, ts: int, kind: str | bytes, *, session: str = "s", **columns: Any
+    seq: int, ts: int, kind: str | bytes, *, session: str | Sql = "s", **columns: Any
 ) -> dict[str, Any]:
     """One raw events row; `payload` is dumped to JSON unless `raw` gives the text."""
     raw = columns.pop("raw", None)
@@ -102,11 +103,15 @@ def ev(
     return row | {"payload": text} | columns
 
 
-def call(seq: int, ts: int, tool: str | None, call_id: str | None, **kw: Any) -> dict[str, Any]:
+def call(
+    seq: int, ts: int, tool: str | Sql | None, call_id: str | None, **kw: Any
+) -> dict[str, Any]:
     return ev(seq, ts, "ToolCall", tool=tool, tool_call_id=call_id, **kw)
 
 
-def result(seq: int, ts: int, tool: str | None, call_id: str | None, **kw: Any) -> dict[str, Any]:
+def result(
+    seq: int, ts: int, tool: str | None, call_id: str | Sql | None, **kw: Any
+) -> dict[str, Any]:
     return ev(seq, ts, "ToolResult", tool=tool, tool_call_id=call_id, **kw)
 
 
@@ -496,6 +501,15 @@ CASES: dict[str, list[dict[str, Any]]] = {
             "payload": "{}",
         },
         result(14, 300, "Bash", "c1", tokens_in="42", tokens_out=7.0, cost_usd_e6="-3"),
+    ],
+    "text that is not UTF-8 drops the row": [
+        call(1, 100, "Bash", "c1"),
+        result(2, 200, "Bash", "c1", raw=Sql("CAST(X'7B22FF22' AS TEXT)")),
+        call(3, 150, Sql("CAST(X'FF' AS TEXT)"), "c2"),
+        result(4, 160, "Read", "c2"),
+        call(5, 300, "Edit", "c3"),
+        result(6, 400, "Edit", Sql("CAST(X'C3' AS TEXT)")),
+        ev(7, 410, "ToolResult", tool="Edit", session=Sql("CAST(X'73FF' AS TEXT)")),
     ],
     "row order is ts then seq, not insertion order; odd seqs": [
         result(9, 300, "Bash", "c1", ts_exact=1),

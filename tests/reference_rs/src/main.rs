@@ -52,13 +52,15 @@ fn main() -> Result<()> {
     conn.execute_batch(SCHEMA)?;
     let tx = conn.transaction()?;
     // Sessions in order of first appearance, as a store rebuilding everything would.
+    // A session id that is not UTF-8 cannot be passed to the reference: skipped.
     let sessions: Vec<String> = {
         let mut stmt = tx.prepare(
             "SELECT session_id FROM events WHERE typeof(session_id) = 'text'
              GROUP BY session_id ORDER BY MIN(id)",
         )?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        let rows = stmt.query_map([], |row| Ok(row.get::<_, String>(0).ok()))?;
+        let ids = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        ids.into_iter().flatten().collect()
     };
     for session_id in &sessions {
         tool_span_index::rebuild_tool_spans_for_session(&tx, session_id)

@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             summary = rebuild_store(args.db, args.session, on_session=on_session)
     except StoreError as exc:
         return fail(str(exc))
+    for row_id, seq in summary.unreadable_rows:
+        log.warning("row skipped", session_id=None, seq=seq, row_id=row_id,
+                    reason="session_id is not readable TEXT")  # fmt: skip
     figures = {
         "sessions": summary.sessions,
         "events": summary.rows,

@@ -5,15 +5,23 @@ payload that does not parse as JSON `null`. orjson agrees with serde_json on
 everything that matters here (NaN and Infinity rejected, numbers beyond the
 double range rejected, unpaired surrogate escapes rejected, no trailing
 content) except nesting depth: serde_json refuses 128 levels or more, orjson
-allows more. The depth is checked while the parsed value is walked, which the
-path search does anyway.
+allows more; and numbers at the very top of the double range, where serde_json's
+arithmetic is not correctly rounded (see `serde_numbers`). The depth is checked
+on the text, not on the parsed value: serde counts it while parsing, so a deep
+value under a key that a later duplicate overwrites still fails, though the
+parsed value no longer holds it. A number at the edge of the range sends the
+text to a slow exact parse (the stdlib parser with serde_json's rules added).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
+
+from spanwatch.engine.serde_numbers import EDGE, serde_number_in_range
 
 #: serde_json's recursion limit: a document nested this deep does not parse.
 MAX_DEPTH = 128
@@ -27,8 +35,8 @@ _CONTAINER_STARTS = frozenset('{["')
 _JSON_SPACE = " \t\n\r"
 
 
-class _TooDeep(Exception):
-    """Raised inside a walk when a document is nested past serde_json's limit."""
+_STRING_LITERAL = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 class Payload:
@@ -41,16 +49,8 @@ class Payload:
     __slots__ = ("_paths", "value")
 
     def __init__(self, text: str) -> None:
-        value = _loads(text)
-        self._paths: list[str] | None = None
-        if isinstance(value, dict | list):
-            try:
-                paths: list[str] = []
-                _walk(value, 0, paths)
-            except _TooDeep:
-                value = None
-            else:
-                self._paths = paths
+        value, paths = _parse(text)
+        self._paths: list[str] | None = paths
         self.value: Any = value
 
     def paths(self) -> list[str]:
@@ -103,18 +103,99 @@ def hook_tool(value: Any) -> str | None:
     return None
 
 
+def _parse(text: str) -> tuple[Any, list[str] | None]:
+    """serde_json::from_str (None where it fails) and, for containers, the paths within."""
+    value = _loads(text)
+    if not isinstance(value, dict | list):
+        return value, None
+    paths: list[str] = []
+    if _walk(value, paths):  # a number at the edge of the range: let serde's rules decide
+        value = _loads_exact(text)
+        if not isinstance(value, dict | list):
+            return value, None
+        paths = []
+        _walk(value, paths)
+    return value, paths
+
+
 def _loads(text: str) -> Any:
     try:
-        return orjson.loads(text)
-    except (orjson.JSONDecodeError, RecursionError):
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses numbers that overflow; serde_json keeps a few of those.
+        return _loads_exact(text) if "infinity" in str(exc) else None
+    except RecursionError:
         return None
+    if isinstance(value, dict | list):
+        return None if _too_deep(text) else value
+    if isinstance(value, float) and abs(value) >= EDGE:
+        return _loads_exact(text)
+    return value
 
 
-def _walk(value: dict[str, Any] | list[Any], depth: int, out: list[str]) -> None:
-    """Collect paths from a container; raise _TooDeep at serde_json's depth limit."""
-    depth += 1
-    if depth >= MAX_DEPTH:
-        raise _TooDeep
+class _Refused(Exception):
+    """serde_json would not parse this text."""
+
+
+def _number(token: str) -> int:
+    if not serde_number_in_range(token):
+        raise _Refused
+    return 0  # the value is never used, only whether it parses
+
+
+def _constant(token: str) -> Any:
+    raise _Refused  # NaN, Infinity, -Infinity
+
+
+def _loads_exact(text: str) -> Any:
+    """The slow path: the stdlib parser with serde_json's refusals added."""
+    try:
+        value = json.loads(text, parse_float=_number, parse_int=_number, parse_constant=_constant)
+    except (ValueError, _Refused, RecursionError):
+        return None
+    if _has_lone_surrogate(value):
+        return None
+    if isinstance(value, dict | list) and _too_deep(text):
+        return None
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """The stdlib decodes `"\\ud800"` to a lone surrogate; serde_json refuses it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
+
+def _too_deep(text: str) -> bool:
+    """Whether valid JSON `text` nests MAX_DEPTH or more arrays and objects."""
+    if text.count("[") + text.count("{") < MAX_DEPTH:
+        return False
+    depth = 0
+    for bracket in _NOT_BRACKET.sub("", _STRING_LITERAL.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            if depth >= MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _walk(value: dict[str, Any] | list[Any], out: list[str]) -> bool:
+    """Collect paths from a container; True if a number at the edge of the range was seen.
+
+    The container's depth is already known to be within serde_json's limit.
+    """
+    edge = False
     items = value.values() if isinstance(value, dict) else value
     if isinstance(value, dict):
         for key, item in value.items():
@@ -125,7 +206,10 @@ def _walk(value: dict[str, Any] | list[Any], depth: int, out: list[str]) -> None
             if item:
                 _walk_string(item, out)
         elif isinstance(item, dict | list):
-            _walk(item, depth, out)
+            edge = _walk(item, out) or edge
+        elif type(item) is float and not -EDGE < item < EDGE:
+            edge = True
+    return edge
 
 
 def _walk_string(text: str, out: list[str]) -> None:
@@ -136,14 +220,9 @@ def _walk_string(text: str, out: list[str]) -> None:
         first = stripped[0] if stripped else ""
     if first not in _CONTAINER_STARTS:
         return
-    inner = _loads(text)
+    inner, paths = _parse(text)
     if isinstance(inner, str):
         if inner:
             _walk_string(inner, out)
-    elif isinstance(inner, dict | list):
-        found: list[str] = []
-        try:
-            _walk(inner, 0, found)
-        except _TooDeep:
-            return
-        out.extend(found)
+    elif paths:
+        out.extend(paths)

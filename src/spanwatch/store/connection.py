@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from spanwatch.store.errors import StoreBusyError, StoreError
 
@@ -70,6 +71,38 @@ def check_store_file(path: Path) -> None:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
     if header and header != SQLITE_HEADER:
         raise StoreError(f"{path} is not a SQLite database")
+
+
+class InvalidText(bytes):
+    """A TEXT value whose bytes are not UTF-8: the reference cannot read it either."""
+
+
+def _lenient_text(data: bytes) -> str | InvalidText:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidText(data)
+
+
+def fetch_all(
+    conn: sqlite3.Connection, sql: str, params: tuple[object, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """`execute(...).fetchall()` that survives TEXT values which are not UTF-8.
+
+    Writers can store any bytes as TEXT; Python's sqlite3 then fails the whole
+    query. The fast path reads normally; only when that fails is the query
+    read again with such values as `InvalidText`, for the caller to skip.
+    """
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    conn.text_factory = _lenient_text
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.text_factory = str
 
 
 def data_version(conn: sqlite3.Connection) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spanwatch.engine.events import U32_MAX, Event, EventKind, EventSource
+from spanwatch.store.connection import InvalidText, fetch_all
 from spanwatch.store.schema import EventsShape
 
 #: Kinds whose events never touch a span: validated and counted, not kept.
@@ -73,21 +74,7 @@ def load_session_rows(
         sql += " AND id > ?"
         params = (session_id, after_id)
     sql += " ORDER BY ts_ms, seq"
-    try:
-        return convert_rows(conn.execute(sql, params))
-    except sqlite3.OperationalError as exc:
-        if "decode" not in str(exc):
-            raise
-    # Some TEXT value is not valid UTF-8: read raw bytes, with each text column's
-    # storage class beside it, and drop those rows only.
-    typeofs = ", ".join(f"typeof({column})" for column in shape.columns)
-    raw_sql = sql.replace(" FROM events", f", {typeofs} FROM events", 1)
-    conn.text_factory = bytes
-    try:
-        raw_rows = conn.execute(raw_sql, params).fetchall()
-    finally:
-        conn.text_factory = str
-    return convert_rows(_decode_rows(raw_rows))
+    return convert_rows(fetch_all(conn, sql, params))
 
 
 def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
@@ -164,28 +151,7 @@ def _row_problem(row: tuple[Any, ...]) -> str | None:
 def _type_problem(column: str, value: object, wanted: str) -> str:
     if value is None:
         return f"{column} is NULL"
-    if isinstance(value, _InvalidText):
+    if isinstance(value, InvalidText):
         return f"{column} is not valid UTF-8"
     found = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(type(value), "?")
     return f"{column} is {found}, expected {wanted}"
-
-
-class _InvalidText(bytes):
-    """A TEXT value whose bytes are not UTF-8 (the reference cannot read it either)."""
-
-
-def _decode_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows read with bytes for text: decode the TEXT values, keep BLOBs as bytes."""
-    width = len(rows[0]) // 2 if rows else 0
-    decoded = []
-    for raw in rows:
-        row = list(raw[:width])
-        for position, storage in enumerate(raw[width:]):
-            value = row[position]
-            if storage == b"text" and type(value) is bytes:
-                try:
-                    row[position] = value.decode("utf-8")
-                except UnicodeDecodeError:
-                    row[position] = _InvalidText(value)
-        decoded.append(tuple(row))
-    return decoded

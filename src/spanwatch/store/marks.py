@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from spanwatch.store.connection import InvalidText, fetch_all
+
 
 @dataclass(frozen=True, slots=True)
 class SessionMark:
@@ -33,9 +35,9 @@ def read_mark(conn: sqlite3.Connection, session_id: str) -> SessionMark | None:
 
 def live_mark(conn: sqlite3.Connection, session_id: str) -> SessionMark:
     """The session's figures in `events` right now (row_count 0: the session is gone)."""
-    count, max_seq, max_id = conn.execute(
-        "SELECT count(*), max(seq), max(id) FROM events WHERE session_id = ?", (session_id,)
-    ).fetchone()
+    ((count, max_seq, max_id),) = fetch_all(
+        conn, "SELECT count(*), max(seq), max(id) FROM events WHERE session_id = ?", (session_id,)
+    )
     return SessionMark(session_id, max_seq, count, max_id or 0)
 
 
@@ -79,12 +81,13 @@ def sessions_with_new_rows(
     rows are looked at per call so a huge backlog is taken in steps; the
     returned mark is the largest id looked at.
     """
-    rows = conn.execute(
+    rows = fetch_all(
+        conn,
         "SELECT session_id, count(*), max(id) FROM "
         "(SELECT session_id, id FROM events WHERE id > ? ORDER BY id LIMIT ?) "
         "GROUP BY session_id",
         (after_id, limit),
-    ).fetchall()
+    )
     new_mark = after_id
     sessions: dict[str, int] = {}
     for session_id, count, max_id in rows:
@@ -102,25 +105,30 @@ def stale_sessions(conn: sqlite3.Connection, chunk: int = 2000) -> Iterator[str]
     """
     after = ""
     while True:
-        live = conn.execute(
+        groups = fetch_all(
+            conn,
             "SELECT session_id, count(*), max(seq), max(id) FROM events "
             "WHERE session_id > ? GROUP BY session_id ORDER BY session_id LIMIT ?",
             (after, chunk),
-        ).fetchall()
-        live = [row for row in live if isinstance(row[0], str)]
-        upper = live[-1][0] if len(live) == chunk else None
+        )
+        live = [row for row in groups if isinstance(row[0], str)]
+        upper = groups[-1][0] if len(groups) == chunk else None
+        if upper is not None and not isinstance(upper, str):
+            upper = live[-1][0] if live else None  # past every readable TEXT id
         if upper is None:
-            stored = conn.execute(
+            stored = fetch_all(
+                conn,
                 "SELECT session_id, max_seq, row_count, max_id FROM spanwatch_sessions "
                 "WHERE session_id > ?",
                 (after,),
-            ).fetchall()
+            )
         else:
-            stored = conn.execute(
+            stored = fetch_all(
+                conn,
                 "SELECT session_id, max_seq, row_count, max_id FROM spanwatch_sessions "
                 "WHERE session_id > ? AND session_id <= ?",
                 (after, upper),
-            ).fetchall()
+            )
         marks = {row[0]: (row[1], row[2], row[3]) for row in stored}
         for session_id, count, max_seq, max_id in live:
             if marks.pop(session_id, None) != (max_seq, count, max_id):
@@ -144,15 +152,26 @@ def orphan_span_sessions(conn: sqlite3.Connection) -> list[str]:
 
 def sessions_in_order(conn: sqlite3.Connection) -> list[str]:
     """Every session of the store, in order of first appearance (smallest rowid)."""
-    rows = conn.execute(
-        "SELECT session_id FROM events GROUP BY session_id ORDER BY min(id)"
-    ).fetchall()
+    rows = fetch_all(conn, "SELECT session_id FROM events GROUP BY session_id ORDER BY min(id)")
     return [row[0] for row in rows if isinstance(row[0], str)]
 
 
-def rows_without_session(conn: sqlite3.Connection) -> list[tuple[int, object]]:
-    """Rows whose session_id is not TEXT: no session can ever read them."""
-    return conn.execute("SELECT id, seq FROM events WHERE typeof(session_id) != 'text'").fetchall()
+def unreadable_session_rows(conn: sqlite3.Connection) -> list[tuple[int, object]]:
+    """(id, seq) of rows whose session_id is not readable TEXT: no rebuild can read them.
+
+    The reference names a session with a Rust string, so a BLOB or non-UTF-8
+    session_id never matches one; spanwatch skips those rows too, and says so.
+    """
+    groups = fetch_all(conn, "SELECT session_id FROM events GROUP BY session_id")
+    rows: list[tuple[int, object]] = []
+    for (session_id,) in groups:
+        if not isinstance(session_id, str):
+            # Bytes bind as a BLOB; a non-UTF-8 TEXT id must be cast back to TEXT to match.
+            match = "CAST(? AS TEXT)" if isinstance(session_id, InvalidText) else "?"
+            rows += fetch_all(
+                conn, f"SELECT id, seq FROM events WHERE session_id = {match}", (session_id,)
+            )
+    return rows
 
 
 def get_state(conn: sqlite3.Connection, key: str) -> object:

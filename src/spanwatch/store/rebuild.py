@@ -260,6 +260,8 @@ class StoreSummary:
     vanished: int = 0
     seconds: float = 0.0
     results: list[SessionResult] = field(default_factory=list)
+    unreadable_rows: list[tuple[int, object]] = field(default_factory=list)
+    """(id, seq) of rows whose session_id is not readable TEXT (counted in `skipped`)."""
 
 
 def rebuild_store(
@@ -280,14 +282,16 @@ def rebuild_store(
     conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms)
     try:
         ensure_schema(conn)
+        unreadable: list[tuple[int, object]] = []
         if sessions is None:
             todo = marks.sessions_in_order(conn)
             known = set(todo)
             todo += [s for s in marks.stale_sessions(conn) if s not in known]
+            unreadable = marks.unreadable_session_rows(conn)
         else:
             todo = list(dict.fromkeys(sessions))
         rebuilder = Rebuilder(conn)
-        summary = StoreSummary()
+        summary = StoreSummary(unreadable_rows=unreadable, skipped=len(unreadable))
         for done, session_id in enumerate(todo, start=1):
             result = rebuilder.rebuild(session_id)
             summary.sessions += result.mode != "vanished"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from spanwatch.store.connection import read_snapshot
+from spanwatch.store.connection import fetch_all, read_snapshot
 from spanwatch.store.schema import has_table
 
 
@@ -74,9 +74,9 @@ def store_status(conn: sqlite3.Connection) -> StoreStatus:
             else "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0"
         )
         stored = {row[0]: row[1:] for row in conn.execute(mark_sql)}
-        live = conn.execute(
-            "SELECT session_id, count(*), max(seq), max(id) FROM events GROUP BY session_id"
-        ).fetchall()
+        live = fetch_all(
+            conn, "SELECT session_id, count(*), max(seq), max(id) FROM events GROUP BY session_id"
+        )
     none = (None, None, None, None, None, None)
     for session_id, count, max_seq, max_id in live:
         if not isinstance(session_id, str):

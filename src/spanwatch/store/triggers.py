@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from spanwatch.store.connection import write_transaction
+from spanwatch.store.connection import fetch_all, write_transaction
 
 DIRTY_TABLE = "spanwatch_dirty"
 TRIGGER_NAMES = ("spanwatch_events_insert", "spanwatch_events_update", "spanwatch_events_delete")
@@ -74,7 +74,7 @@ def flagged_sessions(conn: sqlite3.Connection) -> dict[str, int]:
     """Sessions the triggers flagged, with the counter to clear them at."""
     if not _has_dirty_table(conn):
         return {}
-    rows = conn.execute("SELECT session_id, version FROM spanwatch_dirty").fetchall()
+    rows = fetch_all(conn, "SELECT session_id, version FROM spanwatch_dirty")
     return {session_id: version for session_id, version in rows if isinstance(session_id, str)}
 
 

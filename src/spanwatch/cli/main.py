@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from spanwatch import __version__
-from spanwatch.cli import rebuild, run, status, triggers, verify
+from spanwatch.cli import demo, rebuild, run, status, tree, triggers, verify
 from spanwatch.cli.common import EXIT_ERROR
 from spanwatch.logs import configure_logging
 
-COMMANDS = (run, rebuild, status, verify, triggers)
+COMMANDS = (run, rebuild, status, verify, tree, demo, triggers)
 
 
 def build_parser() -> argparse.ArgumentParser:

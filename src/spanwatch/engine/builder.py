@@ -19,7 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from spanwatch.engine.events import Event, EventKind, synthetic_span_id
-from spanwatch.engine.payload import Payload, hook_kind, hook_tool
+from spanwatch.engine.payload import (
+    Payload,
+    hook_kind,
+    hook_tool,
+    may_be_tool_hook,
+    may_name_path,
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -124,7 +130,8 @@ class SessionSpans:
         span.call_start_ms = event.ts_ms
         span.call_start_exact = event.ts_exact
         self._take_usage(span, event)
-        span.paths.update(Payload(event.payload).paths())
+        if may_name_path(event.payload):
+            span.paths.update(Payload(event.payload).paths())
         span.has_call = True
         self._index(span)
         self.touched.add(span_id)
@@ -136,11 +143,14 @@ class SessionSpans:
         span.result_end_ms = event.ts_ms
         span.result_end_exact = event.ts_exact
         self._take_usage(span, event)
-        span.paths.update(Payload(event.payload).paths())
+        if may_name_path(event.payload):
+            span.paths.update(Payload(event.payload).paths())
         span.has_end = True
         self.touched.add(span.span_id)
 
     def _hook(self, event: Event) -> None:
+        if not may_be_tool_hook(event.payload):
+            return
         payload = Payload(event.payload)
         kind = hook_kind(payload.value)
         if kind is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -29,13 +30,15 @@ MAX_DEPTH = 128
 #: Object keys whose non-empty string values are file paths.
 PATH_KEYS = frozenset({"path", "file_path", "target_file", "file", "relative_workspace_path"})
 
+#: The shortest JSON text that names a path: {"file":"x"} (longer in any other form).
+_MIN_PATH_JSON = len('{"file":"x"}')
+
 #: First characters of a string that could parse to a JSON value holding paths.
 #: Numbers, booleans and null parse too, but hold nothing, so are not tried.
 _CONTAINER_STARTS = frozenset('{["')
 _JSON_SPACE = " \t\n\r"
 
 
-_STRING_LITERAL = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
@@ -60,6 +63,20 @@ class Payload:
             if isinstance(self.value, str):
                 _walk_string(self.value, self._paths)
         return self._paths
+
+
+def may_name_path(text: str) -> bool:
+    """False when no key of PATH_KEYS can occur in the payload, at any depth.
+
+    Every path key contains "path" or "file"; a key spelled with \\u escapes
+    shows a backslash-u. Texts without any of these need no parse for paths.
+    """
+    return "path" in text or "file" in text or "\\u" in text
+
+
+def may_be_tool_hook(text: str) -> bool:
+    """False when the payload cannot name a PreToolUse/PostToolUse hook (either spelling)."""
+    return "ToolUse" in text or "tool_use" in text or "\\u" in text
 
 
 def parse_payload(text: str) -> Any:
@@ -179,8 +196,15 @@ def _too_deep(text: str) -> bool:
     """Whether valid JSON `text` nests MAX_DEPTH or more arrays and objects."""
     if text.count("[") + text.count("{") < MAX_DEPTH:
         return False
+    # In valid JSON a backslash only starts an escape inside a string, so with
+    # escaped backslashes and escaped quotes gone, quotes alternate between
+    # opening and closing strings: every other piece is outside all strings.
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    outside = "".join(unescaped.split('"')[0::2])
+    if outside.count("[") + outside.count("{") < MAX_DEPTH:
+        return False
     depth = 0
-    for bracket in _NOT_BRACKET.sub("", _STRING_LITERAL.sub("", text)):
+    for bracket in _NOT_BRACKET.sub("", outside):
         if bracket in "[{":
             depth += 1
             if depth >= MAX_DEPTH:
@@ -194,20 +218,22 @@ def _walk(value: dict[str, Any] | list[Any], out: list[str]) -> bool:
     """Collect paths from a container; True if a number at the edge of the range was seen.
 
     The container's depth is already known to be within serde_json's limit.
+    This is the hottest loop of a rebuild, hence `type(...) is` over isinstance.
     """
     edge = False
-    items = value.values() if isinstance(value, dict) else value
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in PATH_KEYS and isinstance(item, str) and item:
+    pairs: Iterable[tuple[str | None, Any]] = (
+        value.items() if type(value) is dict else ((None, item) for item in value)
+    )
+    for key, item in pairs:
+        kind = type(item)
+        if kind is str:
+            if item and key in PATH_KEYS:
                 out.append(item)
-    for item in items:
-        if isinstance(item, str):
-            if item:
+            if len(item) >= _MIN_PATH_JSON:
                 _walk_string(item, out)
-        elif isinstance(item, dict | list):
+        elif kind is dict or kind is list:
             edge = _walk(item, out) or edge
-        elif type(item) is float and not -EDGE < item < EDGE:
+        elif kind is float and not -EDGE < item < EDGE:
             edge = True
     return edge
 

@@ -20,8 +20,10 @@ _I32_MIN = -(2**31)
 _POW10 = tuple(float(f"1e{k}") for k in range(309))
 _NUMBER = re.compile(r"(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?)(\d+))?")
 
-#: Magnitudes from which orjson's verdict may differ from serde_json's.
-EDGE = 1e308
+#: Magnitudes from which orjson's verdict may differ from serde_json's: past
+#: u64, serde_json's integer part saturates (and its exponent bookkeeping can
+#: refuse `18446744073709551616.0`); near 1e308 its arithmetic overflows.
+EDGE = float(2**64)
 
 
 def _overflows(value: int, digit: int, limit: int) -> bool:
@@ -47,14 +49,19 @@ def serde_number_in_range(token: str) -> bool:
             significand = significand * 10 + digit
     if fraction is None and exp_digits is None:
         return True if not saturated else _from_parts(significand, exponent)
-    if fraction is not None:  # parse_decimal: digits past a u64 are ignored
+    if fraction is not None:  # parse_decimal: from the first digit past a u64, ignored
         for char in fraction:
             digit = ord(char) - 48
-            if saturated or _overflows(significand, digit, _U64_MAX):
-                saturated = True
-                continue
+            if _overflows(significand, digit, _U64_MAX):
+                break
             significand = significand * 10 + digit
             exponent -= 1
+        else:
+            # "Error if there is not at least one digit after the decimal point",
+            # checked as `exponent == 0`: a saturated integer part's exponent can
+            # come back to 0 (18446744073709551616.0), and serde_json refuses it.
+            if exponent == 0:
+                return False
     if exp_digits is not None:  # parse_exponent
         exp = 0
         for char in exp_digits:

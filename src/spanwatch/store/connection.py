@@ -46,6 +46,11 @@ def open_store(
         raise StoreError(f"cannot open {path}: {exc}") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        # Only this connection's commits: in WAL mode NORMAL skips the fsync per
+        # commit and stays consistent; a power cut can lose the last commits,
+        # and spans and their watermark are lost together, so the next start
+        # simply rebuilds them.
+        conn.execute("PRAGMA synchronous = NORMAL")
         has_events = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
         ).fetchone()

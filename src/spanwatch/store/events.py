@@ -62,61 +62,99 @@ def load_session_rows(
     *,
     after_id: int | None = None,
 ) -> SessionRows:
-    """The session's rows in the reference's order (ts_ms, seq), in one statement.
+    """The session's rows, events in the reference's order (ts_ms, seq), in one statement.
 
-    One statement reads from one snapshot, so the watermark figures come from
-    exactly the rows the events were built from. With `after_id`, only rows
-    appended after that rowid are read.
+    With `after_id`, only rows appended after that rowid are read. The rows
+    are sorted here rather than by `ORDER BY ts_ms, seq`: SQLite would copy
+    every row, payload and all, through a sorter first. Only valid rows are
+    sorted, and their ts_ms and seq are integers, which order as SQLite's do.
     """
     sql = f"SELECT {shape.select_list} FROM events WHERE session_id = ?"
     params: tuple[Any, ...] = (session_id,)
     if after_id is not None:
         sql += " AND id > ?"
         params = (session_id, after_id)
-    sql += " ORDER BY ts_ms, seq"
-    return convert_rows(fetch_all(conn, sql, params))
+    rows = convert_rows(fetch_all(conn, sql, params))
+    rows.events.sort(key=_load_order)
+    return rows
+
+
+def _load_order(event: Event) -> tuple[int, int]:
+    return (event.ts_ms, event.seq)
 
 
 def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
     out = SessionRows()
     events = out.events
+    append = events.append
     for row in rows:
         out.row_count += 1
-        row_id = row[0]
-        seq = row[2]
-        problem = _row_problem(row)
-        if problem is not None:
-            session = row[1] if isinstance(row[1], str) else None
-            out.skipped.append(SkippedRow(row_id, session, seq, problem))
+        (_id, session_id, seq, ts_ms, ts_exact, kind, source, tool, call_id,
+         tokens_in, tokens_out, reasoning, cost, payload) = row  # fmt: skip
+        # The common case in one expression; `_row_problem` says what is wrong.
+        if not (
+            type(session_id) is str
+            and type(seq) is int
+            and type(ts_ms) is int
+            and ts_ms >= 0
+            and type(kind) is str
+            and type(source) is str
+            and type(payload) is str
+            and (ts_exact is None or type(ts_exact) is int)
+            and (tool is None or type(tool) is str)
+            and (call_id is None or type(call_id) is str)
+            and (tokens_in is None or type(tokens_in) is int)
+            and (tokens_out is None or type(tokens_out) is int)
+            and (reasoning is None or type(reasoning) is int)
+            and (cost is None or type(cost) is int)
+        ):
+            problem = _row_problem(row) or "unreadable row"
+            session = session_id if isinstance(session_id, str) else None
+            out.skipped.append(SkippedRow(_id, session, seq, problem))
             continue
-        kind = row[5]
         if kind in _INERT_KINDS:
             continue
-        tokens = [row[9], row[10], row[11]]
-        for i, value in enumerate(tokens):
-            if value is not None and not 0 <= value <= U32_MAX:
-                out.token_notes.append(
-                    TokenOutOfRange(row_id, row[1], seq, _TOKEN_COLUMNS[9 + i], value)
-                )
-                tokens[i] = None
-        events.append(
+        if not (
+            (tokens_in is None or 0 <= tokens_in <= U32_MAX)
+            and (tokens_out is None or 0 <= tokens_out <= U32_MAX)
+            and (reasoning is None or 0 <= reasoning <= U32_MAX)
+        ):
+            tokens_in, tokens_out, reasoning = _tokens_in_range(
+                out, row, (tokens_in, tokens_out, reasoning)
+            )
+        append(
             Event(
-                session_id=row[1],
-                seq=seq,
-                ts_ms=row[3],
-                kind=EventKind.parse(kind),
-                source=EventSource.parse(row[6]),
-                ts_exact=bool(row[4]),
-                tool=row[7],
-                tool_call_id=row[8],
-                tokens_in=tokens[0],
-                tokens_out=tokens[1],
-                reasoning_tokens=tokens[2],
-                cost_usd_e6=row[12],
-                payload=row[13],
+                session_id,
+                seq,
+                ts_ms,
+                EventKind.parse(kind),
+                EventSource.parse(source),
+                bool(ts_exact),
+                tool,
+                call_id,
+                tokens_in,
+                tokens_out,
+                reasoning,
+                cost,
+                payload,
             )
         )
     return out
+
+
+def _tokens_in_range(
+    out: SessionRows, row: tuple[Any, ...], tokens: tuple[int | None, int | None, int | None]
+) -> tuple[int | None, int | None, int | None]:
+    """Token counts outside u32 read as NULL (DESIGN.md), each one noted."""
+    kept: list[int | None] = []
+    for offset, value in enumerate(tokens):
+        if value is not None and not 0 <= value <= U32_MAX:
+            column = _TOKEN_COLUMNS[9 + offset]
+            out.token_notes.append(TokenOutOfRange(row[0], row[1], row[2], column, value))
+            kept.append(None)
+        else:
+            kept.append(value)
+    return kept[0], kept[1], kept[2]
 
 
 def _row_problem(row: tuple[Any, ...]) -> str | None:

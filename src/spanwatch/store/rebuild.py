@@ -64,8 +64,27 @@ class _SessionState:
     skipped_rows: int
 
 
+@dataclass(slots=True)
+class _Write:
+    """One session's writes, waiting for the transaction that carries them."""
+
+    session_id: str
+    diff: span_rows.SpanDiff
+    mark: SessionMark | None
+    """The new watermark; None: the session vanished (spans and mark are deleted)."""
+    span_count: int = 0
+    skipped_rows: int = 0
+    flag_version: int | None = None
+
+
 class Rebuilder:
-    """Rebuilds sessions of one store, keeping up to `cache_sessions` of them in memory."""
+    """Rebuilds sessions of one store, keeping up to `cache_sessions` of them in memory.
+
+    With `write_batch_rows`, the writes of several sessions share a transaction
+    of about that many rows (call `flush()` at the end): a one-shot rebuild of a
+    whole store then commits hundreds of times instead of once per session.
+    Without it, each session is written as soon as it is rebuilt.
+    """
 
     def __init__(
         self,
@@ -75,8 +94,13 @@ class Rebuilder:
         retry_for_s: float = 30.0,
         on_retry: RetryHook | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        write_batch_rows: int = 0,
     ) -> None:
         self.conn = conn
+        self.write_batch_rows = write_batch_rows
+        self._pending: list[_Write] = []
+        self._pending_rows = 0
+        self._pending_owners: dict[str, str] = {}
         self.shape = events_shape(conn)
         self.cache_sessions = cache_sessions
         self.retry_for_s = retry_for_s
@@ -132,8 +156,9 @@ class Rebuilder:
 
         new_ids = list(islice(state.spans.spans, known, None))
         result.collisions = _claimed_elsewhere(
-            self.conn, session_id, new_ids, state.stored, state.owned_elsewhere
-        )
+            self.conn, session_id, new_ids, stored=state.stored,
+            owned_elsewhere=state.owned_elsewhere, pending_owners=self._pending_owners,
+        )  # fmt: skip
         stored_id = _stored_id_for(session_id, state.owned_elsewhere)
         if result.mode == "full":
             records = state.tree.records(stored_id=stored_id)
@@ -144,17 +169,9 @@ class Rebuilder:
         result.upserted = len(diff.upserts)
         result.deleted = len(diff.deletes)
         if diff or mark != previous_mark or flag_version is not None:
-            with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
-                span_rows.apply_diff(self.conn, diff)
-                if flag_version is not None:
-                    triggers.clear_flag(self.conn, session_id, flag_version)
-                marks.write_mark(
-                    self.conn,
-                    mark,
-                    span_count=result.spans,
-                    skipped_rows=state.skipped_rows,
-                    now_ms=self.clock_ms(),
-                )
+            self._queue(
+                _Write(session_id, diff, mark, result.spans, state.skipped_rows, flag_version)
+            )
             result.wrote = True
         if self.cache_sessions > 0:
             diff.apply_to(state.stored)
@@ -163,6 +180,39 @@ class Rebuilder:
             while len(self._cache) > self.cache_sessions:
                 self._cache.popitem(last=False)
         return result
+
+    def flush(self) -> None:
+        """Write every queued session in one transaction."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self._pending_rows = 0
+        self._pending_owners.clear()
+        now_ms = self.clock_ms()
+        with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
+            for write in pending:
+                if write.mark is None:
+                    span_rows.delete_session_spans(self.conn, write.session_id)
+                    marks.delete_mark(self.conn, write.session_id)
+                else:
+                    span_rows.apply_diff(self.conn, write.diff)
+                    marks.write_mark(
+                        self.conn,
+                        write.mark,
+                        span_count=write.span_count,
+                        skipped_rows=write.skipped_rows,
+                        now_ms=now_ms,
+                    )
+                if write.flag_version is not None:
+                    triggers.clear_flag(self.conn, write.session_id, write.flag_version)
+
+    def _queue(self, write: _Write) -> None:
+        self._pending.append(write)
+        self._pending_rows += len(write.diff.upserts) + len(write.diff.deletes) + 1
+        for row in write.diff.upserts:
+            self._pending_owners[str(row[0])] = write.session_id
+        if self._pending_rows >= self.write_batch_rows:
+            self.flush()
 
     def _read(
         self, session_id: str, mark: SessionMark, cached: _SessionState | None
@@ -182,11 +232,8 @@ class Rebuilder:
 
     def _vanish(self, session_id: str, flag_version: int | None) -> SessionResult:
         result = SessionResult(session_id, "vanished")
-        with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
-            result.deleted = span_rows.delete_session_spans(self.conn, session_id)
-            marks.delete_mark(self.conn, session_id)
-            if flag_version is not None:
-                triggers.clear_flag(self.conn, session_id, flag_version)
+        result.deleted = span_rows.count_session_spans(self.conn, session_id)
+        self._queue(_Write(session_id, span_rows.SpanDiff(), None, flag_version=flag_version))
         result.wrote = True
         return result
 
@@ -199,7 +246,9 @@ def session_records(
 ) -> tuple[list[SpanRecord], list[tuple[str, str]]]:
     """The session's records as they are to be stored, and the span-id collisions."""
     owned_elsewhere: dict[str, str] = {}
-    collisions = _claimed_elsewhere(conn, session_id, session.spans, stored, owned_elsewhere)
+    collisions = _claimed_elsewhere(
+        conn, session_id, session.spans, stored=stored, owned_elsewhere=owned_elsewhere
+    )
     tree = SpanTree()
     tree.update(session.spans, ())
     return tree.records(stored_id=_stored_id_for(session_id, owned_elsewhere)), collisions
@@ -209,8 +258,10 @@ def _claimed_elsewhere(
     conn: sqlite3.Connection,
     session_id: str,
     span_ids: Iterable[str],
+    *,
     stored: dict[str, span_rows.SpanRow],
     owned_elsewhere: dict[str, str],
+    pending_owners: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """Find which of `span_ids` another session already owns; add them to `owned_elsewhere`.
 
@@ -220,11 +271,10 @@ def _claimed_elsewhere(
     Ids stored by this session already are its own.
     """
     unknown = [span_id for span_id in span_ids if span_id not in stored]
-    found = sorted(
-        (span_id, owner)
-        for span_id, owner in span_rows.owners(conn, unknown).items()
-        if owner != session_id
-    )
+    owners = span_rows.owners(conn, unknown)
+    if pending_owners:  # written by this rebuild, not committed yet
+        owners.update((i, pending_owners[i]) for i in unknown if i in pending_owners)
+    found = sorted((span_id, owner) for span_id, owner in owners.items() if owner != session_id)
     owned_elsewhere.update(found)
     return found
 
@@ -290,7 +340,7 @@ def rebuild_store(
             unreadable = marks.unreadable_session_rows(conn)
         else:
             todo = list(dict.fromkeys(sessions))
-        rebuilder = Rebuilder(conn)
+        rebuilder = Rebuilder(conn, write_batch_rows=5000)
         summary = StoreSummary(unreadable_rows=unreadable, skipped=len(unreadable))
         for done, session_id in enumerate(todo, start=1):
             result = rebuilder.rebuild(session_id)
@@ -305,6 +355,7 @@ def rebuild_store(
                 summary.results.append(result)
             if on_session is not None:
                 on_session(result, done, len(todo))
+        rebuilder.flush()
     finally:
         conn.close()
     summary.seconds = time.perf_counter() - started

@@ -143,6 +143,14 @@ def apply_diff(conn: sqlite3.Connection, diff: SpanDiff) -> None:
         )
 
 
+def count_session_spans(conn: sqlite3.Connection, session_id: str) -> int:
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM tool_spans WHERE session_id = ?", (session_id,)
+        ).fetchone()[0]
+    )
+
+
 def delete_session_spans(conn: sqlite3.Connection, session_id: str) -> int:
     """The reference's clear_session_spans. Call inside a write transaction."""
     conn.execute(

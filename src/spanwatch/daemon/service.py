@@ -344,6 +344,11 @@ class Daemon:
         self.settings = new
         configure_logging(new.log_level, new.log_format)
         self.debouncer.update_timing(new.debounce_ms, new.max_delay_ms)
+        if "reconcile_interval_s" in changed:
+            # A shorter interval applies now, not after the reconcile already scheduled.
+            self._next_reconcile = min(
+                self._next_reconcile, time.monotonic() + new.reconcile_interval_s
+            )
         if {"poll_interval_ms", "force_polling"} & changed.keys():
             self._restart_watcher()
         self.log.info("configuration reloaded", changed={k: str(v) for k, v in changed.items()})

@@ -322,15 +322,24 @@ class Daemon:
         self._wake.set()
 
     def _reload(self) -> None:
-        self.notifier.reloading("reloading configuration")
+        # RELOADING=1 ... READY=1 is for a service that is up: before the first
+        # catch-up (or once stopping), READY=1 would tell systemd it is ready.
+        started = self.ready and not self.should_exit
+        if started:
+            self.notifier.reloading("reloading configuration")
+        try:
+            self._apply_reload()
+        finally:
+            if started:
+                self.notifier.ready(self._status_text())
+
+    def _apply_reload(self) -> None:
         if self._reload_settings is None:
-            self.notifier.ready(self._status_text())
             return
         try:
             new = self._reload_settings()
         except SettingsError as exc:
             self.log.error("reload failed; keeping the running configuration", problems=str(exc))
-            self.notifier.ready(self._status_text())
             return
         changed = {
             key: value
@@ -352,7 +361,6 @@ class Daemon:
         if {"poll_interval_ms", "force_polling"} & changed.keys():
             self._restart_watcher()
         self.log.info("configuration reloaded", changed={k: str(v) for k, v in changed.items()})
-        self.notifier.ready(self._status_text())
 
     async def _watchdog(self, interval_s: float) -> None:
         while True:

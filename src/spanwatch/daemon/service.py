@@ -94,6 +94,8 @@ class Daemon:
         interval = watchdog_interval()
         if interval is not None:
             tasks.append(asyncio.create_task(self._watchdog(interval), name="spanwatch-watchdog"))
+        if self.notifier.enabled:
+            tasks.append(asyncio.create_task(self._report_status(), name="spanwatch-status"))
         code = 0
         try:
             code = await self._main_loop()
@@ -265,7 +267,6 @@ class Daemon:
             failed=len(report.failed),
             ms=round(report.ms, 1),
         )
-        self.notifier.status(self._status_text())
         return report
 
     async def _catch_up(self, sessions: list[str]) -> None:
@@ -361,6 +362,16 @@ class Daemon:
         if {"poll_interval_ms", "force_polling"} & changed.keys():
             self._restart_watcher()
         self.log.info("configuration reloaded", changed={k: str(v) for k, v in changed.items()})
+
+    async def _report_status(self) -> None:
+        """STATUS= with the latest figures when they changed, at most every status_interval_s."""
+        sent: str | None = None
+        while True:
+            await asyncio.sleep(self.settings.status_interval_s)
+            text = self._status_text()
+            if self.ready and not self.should_exit and text != sent:
+                self.notifier.status(text)
+                sent = text
 
     async def _watchdog(self, interval_s: float) -> None:
         while True:

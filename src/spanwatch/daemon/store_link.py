@@ -25,6 +25,9 @@ from spanwatch.store.schema import ensure_schema
 
 #: Rows looked at per step of the new-rows scan; a backlog is taken in steps.
 SCAN_STEP = 200_000
+#: Span rows per write transaction: a batch of sessions shares one commit,
+#: still only milliseconds long.
+WRITE_BATCH_ROWS = 2000
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
@@ -74,6 +77,7 @@ class StoreLink:
             self.rebuilder = Rebuilder(
                 self.conn,
                 cache_sessions=cache_sessions,
+                write_batch_rows=WRITE_BATCH_ROWS,
                 retry_for_s=write_retry_max_s,
                 on_retry=self._on_retry,
             )
@@ -130,18 +134,21 @@ class StoreLink:
         return list(marks.stale_sessions(self.conn))
 
     def rebuild(self, sessions: list[str], flags: dict[str, int] | None = None) -> BatchReport:
-        """Rebuild `sessions`; `flags` holds the trigger counters of flagged ones."""
+        """Rebuild `sessions`; `flags` holds the trigger counters of flagged ones.
+
+        Their writes share transactions of about WRITE_BATCH_ROWS rows. A
+        session whose write found the store locked for too long is reported
+        in `busy`, to be tried again.
+        """
         report = BatchReport()
         started = time.perf_counter()
+        results: list[SessionResult] = []
         for session_id in sessions:
             try:
                 flag = flags.get(session_id) if flags else None
-                result = self.rebuilder.rebuild(session_id, flag_version=flag)
+                results.append(self.rebuilder.rebuild(session_id, flag_version=flag))
             except StoreBusyError as exc:
-                self.log.warning("store busy, session will be retried", session_id=session_id,
-                                 error=str(exc))  # fmt: skip
-                report.busy.append(session_id)
-                continue
+                self._busy(report, exc)
             except (sqlite3.DatabaseError, OSError):
                 raise  # the store itself is in trouble: the daemon reopens it
             except Exception as exc:  # a bug must cost one session, not the daemon
@@ -149,10 +156,22 @@ class StoreLink:
                 self.log.exception("session rebuild failed", session_id=session_id,
                                    error=repr(exc))  # fmt: skip
                 report.failed.append(session_id)
-                continue
-            self._count(report, result)
+        try:
+            self.rebuilder.flush()
+        except StoreBusyError as exc:
+            self._busy(report, exc)
+        busy = set(report.busy)
+        for result in results:
+            if result.session_id not in busy:
+                self._count(report, result)
         report.ms = (time.perf_counter() - started) * 1000
         return report
+
+    def _busy(self, report: BatchReport, exc: StoreBusyError) -> None:
+        for session_id in self.rebuilder.unwritten:
+            self.log.warning("store busy, session will be retried", session_id=session_id,
+                             error=str(exc))  # fmt: skip
+            report.busy.append(session_id)
 
     def _count(self, report: BatchReport, result: SessionResult) -> None:
         log_problems(self.log, result)

@@ -20,8 +20,9 @@ to a hash map's iteration order); see DESIGN.md.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
 from spanwatch.engine.builder import SpanBuilder
@@ -42,6 +43,7 @@ class TreeNode:
     depth: int = 0
     subtree_cost_usd_e6: int | None = None
     subtree_token_count: int | None = None
+    children: set[str] = field(default_factory=set)
 
 
 def sort_key(span: SpanBuilder) -> SortKey:
@@ -57,6 +59,8 @@ class SpanTree:
     def __init__(self) -> None:
         self.ordered: list[SpanBuilder] = []
         self.nodes: dict[str, TreeNode] = {}
+        self._spans: Mapping[str, SpanBuilder] = {}
+        self._order_keys: list[SortKey] = []  # sort keys of `ordered`, as sorted
         self._keys: dict[str, SortKey] = {}
         self._bounds: dict[str, tuple[int | None, int | None]] = {}
 
@@ -67,12 +71,14 @@ class SpanTree:
         come last). Returns the ids whose record may have changed: the touched
         and new spans, and every span whose parent, depth or totals moved.
         """
+        self._spans = spans
         changed = set(touched)
         nodes = self.nodes
+        new_spans: list[SpanBuilder] = []
         if len(spans) != len(nodes):
-            for span in islice(spans.values(), len(nodes), None):
+            new_spans = list(islice(spans.values(), len(nodes), None))
+            for span in new_spans:
                 nodes[span.span_id] = TreeNode()
-                self.ordered.append(span)
                 changed.add(span.span_id)
         keys = self._keys
         moved_from: SortKey | None = None
@@ -91,14 +97,18 @@ class SpanTree:
             first = new if old is None or new < old else old
             if moved_from is None or first < moved_from:
                 moved_from = first
+        moved: dict[str, SpanBuilder | None] = {}
         if moved_from is not None:
-            self.ordered.sort(key=lambda span: keys[span.span_id])
-            start = next(
-                (i for i, span in enumerate(self.ordered) if keys[span.span_id] >= moved_from),
-                len(self.ordered),
-            )
-            changed |= self._assign_parents(start)
-        changed |= self._roll_up()
+            # Spans sorted before `moved_from` kept their keys and their order;
+            # only the rest (with the new spans) is sorted again.
+            start = bisect_left(self._order_keys, moved_from)
+            suffix = self.ordered[start:] + new_spans
+            suffix.sort(key=lambda span: keys[span.span_id])
+            self.ordered[start:] = suffix
+            self._order_keys[start:] = [keys[span.span_id] for span in suffix]
+            moved = self._assign_parents(start)
+            changed |= moved.keys()
+        changed |= self._roll_up(changed, moved)
         return changed
 
     def records(
@@ -112,11 +122,9 @@ class SpanTree:
         when another session owns the raw one, see DESIGN.md); children point
         at it.
         """
-        wanted = None if span_ids is None else set(span_ids)
+        spans = self.ordered if span_ids is None else [self._spans[i] for i in span_ids]
         out = []
-        for span in self.ordered:
-            if wanted is not None and span.span_id not in wanted:
-                continue
+        for span in spans:
             node = self.nodes[span.span_id]
             parent = node.parent
             if parent is None:
@@ -135,11 +143,14 @@ class SpanTree:
             )
         return out
 
-    def _assign_parents(self, start: int) -> set[str]:
-        """Re-parent the spans from sorted position `start` on; return those that moved."""
+    def _assign_parents(self, start: int) -> dict[str, SpanBuilder | None]:
+        """Re-parent the spans from sorted position `start` on.
+
+        Returns the spans whose parent or depth changed, with their old parent.
+        """
         ordered = self.ordered
         nodes = self.nodes
-        moved: set[str] = set()
+        moved: dict[str, SpanBuilder | None] = {}
         if start >= len(ordered):
             return moved
         # Complete spans: the only ones that can be, or get, a parent.
@@ -152,8 +163,8 @@ class SpanTree:
                 continue
             node = nodes[span.span_id]
             if node.parent is not None or node.depth:
-                node.parent, node.depth = None, 0
-                moved.add(span.span_id)
+                moved.setdefault(span.span_id, node.parent)
+                self._set_parent(span.span_id, node, None, 0)
         if not suffix:
             return moved
         # An earlier span contains a later one exactly when it ends no earlier (it
@@ -199,46 +210,60 @@ class SpanTree:
             else:
                 parent, depth = None, 0
             if parent is not node.parent or depth != node.depth:
-                node.parent, node.depth = parent, depth
-                moved.add(span.span_id)
+                moved.setdefault(span.span_id, node.parent)
+                self._set_parent(span.span_id, node, parent, depth)
             insert(position, end, depth)
         return moved
 
-    def _roll_up(self) -> set[str]:
-        """Each span's subtree cost and tokens, as `compute_subtree_costs` sums them.
+    def _set_parent(
+        self, span_id: str, node: TreeNode, parent: SpanBuilder | None, depth: int
+    ) -> None:
+        if node.parent is not None:
+            self.nodes[node.parent.span_id].children.discard(span_id)
+        if parent is not None:
+            self.nodes[parent.span_id].children.add(span_id)
+        node.parent, node.depth = parent, depth
 
-        A span's own token count exists only when it has `tokens_in`. Children
-        come after their parent in sorted order, so one reverse pass adds every
-        finished subtree into its parent. Token sums are exact integers
-        (DESIGN.md); cost sums wrap to i64 as the reference's release build does.
-        Returns the spans whose totals changed.
+    def _roll_up(self, changed: set[str], moved: dict[str, SpanBuilder | None]) -> set[str]:
+        """Subtree cost and tokens, as `compute_subtree_costs` sums them; the ids that changed.
+
+        A span's own token count exists only when it has `tokens_in`. Only
+        subtrees that can have changed are summed again: those of the changed
+        and moved spans, of the parents they left, and of all their ancestors,
+        deepest first, each from its own values and its children's totals.
+        Token sums are exact integers (DESIGN.md); cost sums wrap to i64 as the
+        reference's release build does.
         """
-        ordered = self.ordered
-        costs: dict[str, int | None] = {}
-        tokens: dict[str, int | None] = {}
-        for span in ordered:
-            costs[span.span_id] = span.cost_usd_e6
-            tokens_in = span.tokens_in
-            tokens[span.span_id] = None if tokens_in is None else tokens_in + (span.tokens_out or 0)
         nodes = self.nodes
-        for span in reversed(ordered):
-            parent = nodes[span.span_id].parent
-            if parent is None:
-                continue
-            cost = costs[span.span_id]
+        seeds = set(changed)
+        seeds.update(old.span_id for old in moved.values() if old is not None)
+        dirty: set[str] = set()
+        for seed in seeds:
+            span_id: str | None = seed
+            while span_id is not None and span_id not in dirty:
+                dirty.add(span_id)
+                parent = nodes[span_id].parent
+                span_id = None if parent is None else parent.span_id
+        spans = self._spans
+        totals_changed: set[str] = set()
+        for span_id in sorted(dirty, key=lambda i: nodes[i].depth, reverse=True):
+            span = spans[span_id]
+            node = nodes[span_id]
+            cost = span.cost_usd_e6
+            tokens = None if span.tokens_in is None else span.tokens_in + (span.tokens_out or 0)
+            for child_id in node.children:
+                child = nodes[child_id]
+                if child.subtree_cost_usd_e6 is not None:
+                    cost = (cost or 0) + child.subtree_cost_usd_e6
+                if child.subtree_token_count is not None:
+                    tokens = (tokens or 0) + child.subtree_token_count
             if cost is not None:
-                costs[parent.span_id] = _wrap_i64((costs[parent.span_id] or 0) + cost)
-            count = tokens[span.span_id]
-            if count is not None:
-                tokens[parent.span_id] = (tokens[parent.span_id] or 0) + count
-        changed = set()
-        for span_id, node in nodes.items():
-            cost, count = costs[span_id], tokens[span_id]
-            if node.subtree_cost_usd_e6 != cost or node.subtree_token_count != count:
+                cost = _wrap_i64(cost)
+            if node.subtree_cost_usd_e6 != cost or node.subtree_token_count != tokens:
                 node.subtree_cost_usd_e6 = cost
-                node.subtree_token_count = count
-                changed.add(span_id)
-        return changed
+                node.subtree_token_count = tokens
+                totals_changed.add(span_id)
+        return totals_changed
 
 
 def _wrap_i64(value: int) -> int:

@@ -101,6 +101,8 @@ class Rebuilder:
         self._pending: list[_Write] = []
         self._pending_rows = 0
         self._pending_owners: dict[str, str] = {}
+        self.unwritten: list[str] = []
+        """Sessions whose queued write failed in the last failed `flush()`."""
         self.shape = events_shape(conn)
         self.cache_sessions = cache_sessions
         self.retry_for_s = retry_for_s
@@ -182,12 +184,26 @@ class Rebuilder:
         return result
 
     def flush(self) -> None:
-        """Write every queued session in one transaction."""
+        """Write every queued session in one transaction.
+
+        If the write fails, the queued sessions' cached state is dropped (it
+        described rows that were not written) and their ids are left in
+        `unwritten` for the caller to try again; the error is re-raised.
+        """
         if not self._pending:
             return
         pending, self._pending = self._pending, []
         self._pending_rows = 0
         self._pending_owners.clear()
+        try:
+            self._write(pending)
+        except BaseException:
+            self.unwritten = [write.session_id for write in pending]
+            for session_id in self.unwritten:
+                self._cache.pop(session_id, None)
+            raise
+
+    def _write(self, pending: list[_Write]) -> None:
         now_ms = self.clock_ms()
         with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
             for write in pending:

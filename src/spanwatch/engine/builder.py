@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from spanwatch.engine.events import Event, EventKind, synthetic_span_id
@@ -223,22 +223,20 @@ class SessionSpans:
 
     def _find_open_without_call(self, tool: str) -> SpanBuilder | None:
         """Latest opened span of `tool` that has no ToolCall yet."""
-        index = self._without_call
-        orders = index._orders.get(tool)
-        while orders:
-            span = self.by_order[orders[-1]]
-            if span.tool == tool and not span.has_call:
-                return span
-            index.pop_stale(tool, span.order)
-        return None
+        return self._latest(self._without_call, tool, lambda span: not span.has_call)
 
     def _find_open_same_tool(self, tool: str) -> SpanBuilder | None:
         """Latest opened span of `tool` that has not ended."""
-        index = self._without_end
+        return self._latest(self._without_end, tool, lambda span: not span.has_end)
+
+    def _latest(
+        self, index: _OpenIndex, tool: str, still_open: Callable[[SpanBuilder], bool]
+    ) -> SpanBuilder | None:
+        """The newest span in `index` for `tool` that still matches, dropping stale ones."""
         orders = index._orders.get(tool)
         while orders:
             span = self.by_order[orders[-1]]
-            if span.tool == tool and not span.has_end:
+            if span.tool == tool and still_open(span):
                 return span
             index.pop_stale(tool, span.order)
         return None

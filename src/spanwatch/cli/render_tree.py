@@ -245,8 +245,9 @@ def span_label(node: SpanNode, root_dir: str | None) -> Text:
         text.append(SEP)
         text.append(format_duration(duration), style="yellow")
         # With both hooks seen, lead time is the duration; show it when it says more.
-        if span.lead_time_ms is not None and span.lead_time_ms != duration:
-            text.append(f" (lead {format_duration(span.lead_time_ms)})", style="dim")
+        lead = None if span.lead_time_ms is None else format_duration(span.lead_time_ms)
+        if lead is not None and lead != format_duration(duration):
+            text.append(f" (lead {lead})", style="dim")
     tokens = _tokens_text(span.tokens_in, span.tokens_out)
     if tokens is not None:
         text.append(SEP + tokens)

@@ -61,8 +61,9 @@ examples:
   spanwatch demo --db /tmp/demo.db    # keep the store where you want it
 
 The demo never touches an existing store: --db must name a file that does not
-exist yet. exit codes: 0 done (also after Ctrl-C), 1 the stored spans differ
-from a fresh rebuild, 2 the demo could not run (see the message)
+exist yet. exit codes: 0 done (also after Ctrl-C), 1 the daemon did not stop
+cleanly or the stored spans differ from a fresh rebuild, 2 the demo could not
+run (see the message)
 """
 
 SESSIONS = 3
@@ -193,8 +194,9 @@ class Demo:
             self._finish_agent()
             caught_up = self._wait_caught_up(show)
             show("stopping the daemon (SIGTERM: it finishes its work, then exits)")
+            died = not self.daemon.running()
             daemon_code = self.daemon.stop(STOP_TIMEOUT_S)
-        return self._report(caught_up, daemon_code)
+        return self._report(caught_up, daemon_code, died=died)
 
     # -- phases ----------------------------------------------------------------------
 
@@ -233,7 +235,7 @@ class Demo:
             pass
         return self._sessions_behind() == 0
 
-    def _report(self, caught_up: bool, daemon_code: int | None) -> int:
+    def _report(self, caught_up: bool, daemon_code: int | None, *, died: bool) -> int:
         trees = self._trees()
         for session in self.sessions:
             tree = trees.get(session.session_id)
@@ -248,10 +250,15 @@ class Demo:
             f"agent: {self.stats.events} events in {self.stats.transactions} transactions"
             + (f" ({waits} waits for the write lock)" if waits else "")
         )
-        if daemon_code is None:
+        if died:
+            log = self.daemon.log_path
+            self._say(f"daemon: exited on its own, code {daemon_code} (log: {log})")
+        elif daemon_code is None:
             self._say(f"daemon: did not stop within {STOP_TIMEOUT_S:.0f} s and was killed")
         else:
             self._say(f"daemon: stopped, exit code {daemon_code}")
+        if daemon_code != 0:
+            code = EXIT_PROBLEMS
         if not caught_up:
             self._say("daemon: had not caught up with the agent when it was stopped")
         checked = self._verify()

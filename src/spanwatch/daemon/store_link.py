@@ -130,8 +130,20 @@ class StoreLink:
         return triggers.flagged_sessions(self.conn)
 
     def stale_sessions(self) -> list[str]:
-        """The reconcile: sessions whose watermark disagrees with `events`."""
-        return list(marks.stale_sessions(self.conn))
+        """The reconcile: sessions whose watermark disagrees with `events`, oldest first.
+
+        Oldest means first to appear in `events` (smallest rowid; vanished
+        sessions last), the order of `spanwatch rebuild`: when a resumed session
+        repeats the span ids of the one it resumes, the older one keeps them.
+        """
+        stale = list(marks.stale_sessions(self.conn))
+        first_id = {
+            session_id: self.conn.execute(
+                "SELECT min(id) FROM events WHERE session_id = ?", (session_id,)
+            ).fetchone()[0]
+            for session_id in stale
+        }
+        return sorted(stale, key=lambda s: (first_id[s] is None, first_id[s] or 0))
 
     def rebuild(self, sessions: list[str], flags: dict[str, int] | None = None) -> BatchReport:
         """Rebuild `sessions`; `flags` holds the trigger counters of flagged ones.

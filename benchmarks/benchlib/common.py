@@ -38,6 +38,22 @@ def emit(document: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether `src/` had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+            )
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or None
+    return {"commit": commit, "src_modified": bool(git("status", "--porcelain", "--", "src"))}
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on (the load average says how noisy it was)."""
     load = os.getloadavg()
@@ -47,6 +63,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
+        "code": code_version(),
     }
 
 

@@ -132,6 +132,13 @@ class DaemonProcess:
         peak, self._rss_peak = max(self._rss_peak, self.rss_mb()), 0.0
         return peak
 
+    def pause(self) -> None:
+        """SIGSTOP: the daemon stops running (its file events and work queue up)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -140,6 +147,7 @@ class DaemonProcess:
         self.hwm_mb()
         self._watching.set()
         if self.proc.poll() is None:
+            self.resume()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout_s)

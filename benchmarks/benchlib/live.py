@@ -117,6 +117,8 @@ class MarkSampler:
     #: Only rows rebuilt this recently are fetched (the daemon stamps rebuilt_at_ms
     #: with its wall clock inside the write transaction, milliseconds before COMMIT).
     RECENT_MS = 5000
+    #: Every this many polls, the whole table is read (see `_run`).
+    FULL_EVERY = 50
 
     def __init__(self, db: Path, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -151,9 +153,11 @@ class MarkSampler:
         sql = "SELECT session_id, max_id FROM spanwatch_sessions WHERE rebuilt_at_ms >= ?"
         while not self._stop.wait(self.interval_s):
             started = time.perf_counter()
+            # Now and then the whole table, in case a write waited for the lock for
+            # longer than RECENT_MS after stamping rebuilt_at_ms.
+            since = 0 if self.polls % self.FULL_EVERY == 0 else time.time() * 1000 - self.RECENT_MS
             try:
-                rows = self.conn.execute(sql, (int(time.time() * 1000) - self.RECENT_MS,))
-                fetched = rows.fetchall()
+                fetched = self.conn.execute(sql, (int(since),)).fetchall()
             except sqlite3.OperationalError:
                 continue  # the table does not exist yet, or a busy moment
             seen_ms = time.time() * 1000
@@ -210,15 +214,31 @@ def commit_latency(commits: list[Commit]) -> dict[str, Any]:
         "p50_ms": rounded(percentile(values, 0.5)),
         "p99_ms": rounded(percentile(values, 0.99)),
         "max_ms": rounded(values[-1] if values else None),
+        "total_s": round(sum(values) / 1000, 2),
     }
 
 
-def span_latency(commits: list[Commit], end_ms: float) -> dict[str, Any]:
-    """Commit-to-span latency per event (each event of a commit counts once)."""
+def span_latency(commits: list[Commit], end_ms: float, window_s: float = 10.0) -> dict[str, Any]:
+    """Commit-to-span latency per event (each event of a commit counts once).
+
+    `by_window` gives [start s, p50 ms, p99 ms] per `window_s` of commits, to tell
+    a warm-up (first touches of long sessions) from the steady state.
+    """
     pairs = [(c.reflected_ms - c.t_ms, c.events) for c in commits if c.reflected_ms is not None]
     missing = [c for c in commits if c.reflected_ms is None]
     p50, p90, p99 = weighted_percentiles(pairs, (0.5, 0.9, 0.99))
     by_commit = sorted(v for v, _ in pairs)
+    windows = []
+    if commits:
+        first = commits[0].t_ms
+        buckets: dict[int, list[tuple[float, int]]] = {}
+        for c in commits:
+            if c.reflected_ms is not None:
+                index = int((c.t_ms - first) // (window_s * 1000))
+                buckets.setdefault(index, []).append((c.reflected_ms - c.t_ms, c.events))
+        for index in sorted(buckets):
+            w50, w99 = weighted_percentiles(buckets[index], (0.5, 0.99))
+            windows.append([index * window_s, round(w50), round(w99)])
     return {
         "events": sum(c.events for c in commits),
         "commits": len(commits),
@@ -233,6 +253,7 @@ def span_latency(commits: list[Commit], end_ms: float) -> dict[str, Any]:
         "unreflected_oldest_age_ms": (
             round(end_ms - min(c.t_ms for c in missing), 1) if missing else None
         ),
+        "by_window_start_s_p50_p99_ms": windows,
     }
 
 
@@ -274,12 +295,15 @@ def _mean(values: Sequence[int]) -> float:
 
 
 def sustained(commits: list[Commit], offered_rate: float) -> dict[str, Any]:
-    """Whether the backlog stayed bounded while the writers wrote.
+    """Whether the daemon kept up with the writers at `offered_rate`.
 
     The window from the first to the last commit is cut in quarters (the first
     is ramp-up). The backlog, in seconds of input (events / achieved rate), is
     compared between the second and the fourth quarter: bounded if it grew by
     at most max(0.5 s, 25%) and nothing was left unreflected after the drain.
+    The step is sustained if the backlog stayed bounded and the writers wrote
+    at least 90% of the offered rate (`writer_limited` otherwise: the rate was
+    not reached, so it cannot be claimed).
     """
     if len(commits) < 2:
         return {"bounded": False, "reason": "no commits"}
@@ -297,10 +321,11 @@ def sustained(commits: list[Commit], offered_rate: float) -> dict[str, Any]:
     unreflected = sum(1 for c in commits if c.reflected_ms is None)
     growth = lag_q4 - lag_q2
     bounded = growth <= max(0.5, 0.25 * lag_q2) and unreflected == 0
+    writer_limited = achieved < 0.9 * offered_rate
     return {
         "offered_events_per_s": offered_rate,
         "achieved_events_per_s": round(achieved),
-        "writer_limited": achieved < 0.9 * offered_rate,
+        "writer_limited": writer_limited,
         "window_s": round(span_s, 2),
         "backlog_events_mean_q2": round(_mean(q2)),
         "backlog_events_mean_q4": round(_mean(q4)),
@@ -310,4 +335,5 @@ def sustained(commits: list[Commit], offered_rate: float) -> dict[str, Any]:
         "lag_growth_s": round(growth, 3),
         "unreflected_commits": unreflected,
         "bounded": bounded,
+        "sustained": bounded and not writer_limited,
     }

@@ -81,17 +81,20 @@ def test_kill_9_mid_batch_then_restart_resumes_from_marks(h: Harness) -> None:
     assert daemon.stop() == 0
 
 
-def test_sigterm_mid_batch_exits_0_with_a_consistent_store(h: Harness) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_mid_batch_exits_0_with_a_consistent_store(
+    h: Harness, stop: signal.Signals
+) -> None:
     backlog_sessions = set(live_marks(h.db))
     writer = h.writer(sessions=4, rate=300, duration=60, seed=32)
     daemon = h.daemon(*FAST, env=ONE_SESSION_PER_BATCH)
     daemon.wait_for_log("batch", count=2)
-    daemon.send(signal.SIGTERM)
+    daemon.send(stop)
     assert daemon.wait_exit() == 0
     writer.stop()
 
     logged = [line["event"] for line in daemon.logs()]
-    assert "stop requested; finishing the work in hand" in logged
+    assert daemon.events("stop requested; finishing the work in hand", signal=stop.name)
     assert logged[-1] == "stopped"
     _, report = verify(h.db)
     assert real_differences(report) == []

@@ -46,13 +46,30 @@ def span_sessions(db: Path) -> set[str]:
     return {row[0] for row in query(db, "SELECT DISTINCT session_id FROM tool_spans")}
 
 
-def test_spans_equal_a_fresh_rebuild_shortly_after_the_writer_stops(h: Harness) -> None:
-    writer = h.writer(sessions=8, rate=400, duration=4, seed=11)
+@pytest.mark.parametrize(
+    ("store_version", "polling"),
+    [("current", False), ("v1", True)],
+    ids=["current-store-file-events", "v1-store-polling"],
+)
+def test_spans_equal_a_fresh_rebuild_shortly_after_the_writer_stops(
+    h: Harness, store_version: str, polling: bool
+) -> None:
+    # v1: the first store version, without ts_exact, tool_call_id, reasoning_tokens.
+    writer = h.writer(
+        sessions=8, rate=400, duration=4, seed=11, extra=["--store-version", store_version]
+    )
     wait_until(lambda: has_events(h.db), what="the first events")
-    daemon = h.daemon(*FAST)
+    if polling:  # --poll: stat the files instead of inotify (e.g. network filesystems)
+        daemon = h.daemon(*FAST, "--poll", env={"SPANWATCH_POLL_INTERVAL_MS": "100"})
+    else:
+        daemon = h.daemon(*FAST)
     daemon.wait_for_log("ready")
+    watching = daemon.wait_for_log("watching store files")
+    assert watching["mode"] == ("polling" if polling else "inotify")
     stats = writer.finish()
     assert stats["events"] > 500
+    sources = {row[0] for row in query(h.db, "SELECT DISTINCT source FROM events")}
+    assert sources == {"Tail", "Hook", "Proxy"}
 
     report = wait_verified(h.db)
     spans = h.assert_spans_equal_fresh_rebuild()
@@ -358,3 +375,27 @@ def test_a_store_moved_away_or_replaced_by_junk_is_waited_for_and_followed_back(
     assert len(span_sessions(h.db)) == 5
     assert daemon.alive
     assert daemon.stop() == 0
+
+
+def test_a_span_id_shared_by_a_resumed_session_stays_with_the_older_session(h: Harness) -> None:
+    # A resumed agent session repeats the tool-call ids of the one it resumes.
+    # Whoever is rebuilt first keeps the id, so the daemon's catch-up must go in
+    # order of first appearance, as `spanwatch rebuild` does; here the resumed
+    # session's id sorts first.
+    make_store(h.db).close()
+    insert(h.db, tool_use("zz-original", 1, 1_000, "toolu_shared", path="/original"))
+    insert(h.db, tool_use("aa-resumed", 1, 9_000, "toolu_shared", path="/resumed"))
+    daemon = h.daemon(*FAST)
+    daemon.wait_for_log("ready")
+    wait_verified(h.db)
+    h.assert_spans_equal_fresh_rebuild()
+    assert query(h.db, "SELECT span_id, session_id FROM tool_spans ORDER BY span_id") == [
+        ("aa-resumed/toolu_shared", "aa-resumed"),
+        ("toolu_shared", "zz-original"),
+    ]
+    collision = daemon.wait_for_log(
+        "span id already owned by another session, stored under a namespaced id"
+    )
+    assert (collision["session_id"], collision["owner_session_id"]) == (
+        "aa-resumed", "zz-original",
+    )  # fmt: skip

@@ -72,7 +72,10 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class DaemonProcess:
-    """`spanwatch run --log-format json` as a subprocess; its stderr goes to a log file."""
+    """`spanwatch run --log-format json` as a subprocess; its stderr goes to a log file.
+
+    `log_format=None` leaves the format to spanwatch ("auto": JSON off a TTY).
+    """
 
     def __init__(
         self,
@@ -80,10 +83,13 @@ class DaemonProcess:
         log_path: Path,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        log_format: str | None = "json",
     ) -> None:
         self.db = db
         self.log_path = log_path
-        command = [PYTHON, "-m", "spanwatch", "run", "--log-format", "json"]
+        command = [PYTHON, "-m", "spanwatch", "run"]
+        if log_format is not None:
+            command += ["--log-format", log_format]
         if db is not None:
             command += ["--db", str(db)]
         self.command = [*command, *args]
@@ -599,20 +605,24 @@ class Harness:
             item.close()
         for daemon in self._daemons:
             daemon.close()
-        if exc is not None:
-            for daemon in self._daemons:  # what the daemon said, for the failure report
-                sys.stderr.write(f"--- daemon log {daemon.log_path}\n")
-                sys.stderr.write(daemon.log_path.read_text()[-6000:])
+        # What each daemon said last: pytest shows captured stderr when a test fails.
+        for daemon in self._daemons:
+            sys.stderr.write(f"--- end of {daemon.log_path}\n")
+            sys.stderr.write(daemon.log_path.read_text()[-3000:])
 
     def daemon(
-        self, *args: str, env: Mapping[str, str] | None = None, with_db: bool = True
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        with_db: bool = True,
+        log_format: str | None = "json",
     ) -> DaemonProcess:
         """Start `spanwatch run --db <store>` with `args` (a new log file per start).
 
         `with_db=False` leaves out `--db` (for tests of the configuration sources).
         """
         log = self.workdir / f"daemon-{len(self._daemons)}.log"
-        daemon = DaemonProcess(self.db if with_db else None, log, args, env)
+        daemon = DaemonProcess(self.db if with_db else None, log, args, env, log_format)
         self._daemons.append(daemon)
         return daemon
 

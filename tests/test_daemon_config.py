@@ -114,7 +114,8 @@ def test_environment_beats_toml_and_flags_beat_environment(h: Harness) -> None:
 def test_every_log_line_is_json_and_session_lines_carry_session_id(h: Harness) -> None:
     secret = "SECRET-PAYLOAD-CONTENT"
     h.writer(sessions=3, rate=300, duration=1, seed=51).finish()
-    daemon = h.daemon(*FAST, "--log-level", "debug")
+    # No --log-format: "auto" writes JSON lines when stderr is not a terminal (journald).
+    daemon = h.daemon(*FAST, "--log-level", "debug", log_format=None)
     daemon.wait_for_log("ready")
     # Rows that make per-session warnings: a negative timestamp, a token count past u32.
     bad = tool_use("odd-session", 1, 5_000, "odd-call", path=f"/{secret}")

@@ -59,7 +59,9 @@ def expected_rows(events: list[Event]) -> dict[str, tuple[object, ...]]:
     return {r.span_id: record_row(r) for r in build_span_records(events)}
 
 
-def test_rebuild_writes_exactly_the_engine_rows_and_paths(store):
+def test_rebuild_writes_exactly_the_engine_rows_and_paths(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
     path, conn = store
     events = task_session("s1") + task_session("s2", prefix="b-")
     insert_events(conn, events)
@@ -76,7 +78,7 @@ def test_rebuild_writes_exactly_the_engine_rows_and_paths(store):
     assert task[SPAN_COLUMN_NAMES.index("subtree_cost_usd_e6")] == 530
 
 
-def test_store_without_later_columns_reads_ts_exact_as_zero(tmp_path):
+def test_store_without_later_columns_reads_ts_exact_as_zero(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = make_store(path, later_columns=())
     insert_rows(conn, [
@@ -92,7 +94,9 @@ def test_store_without_later_columns_reads_ts_exact_as_zero(tmp_path):
     assert row[SPAN_COLUMN_NAMES.index("status")] == "done"
 
 
-def test_older_tool_spans_table_gains_missing_columns_and_keeps_its_own(store):
+def test_older_tool_spans_table_gains_missing_columns_and_keeps_its_own(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
     path, conn = store
     conn.execute(
         "CREATE TABLE tool_spans (span_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, "
@@ -109,7 +113,7 @@ def test_older_tool_spans_table_gains_missing_columns_and_keeps_its_own(store):
     )
 
 
-def test_unchanged_session_is_not_written_again(store):
+def test_unchanged_session_is_not_written_again(store: tuple[Path, sqlite3.Connection]) -> None:
     path, conn = store
     insert_events(conn, task_session("s1"))
     rebuild_store(path)
@@ -119,7 +123,7 @@ def test_unchanged_session_is_not_written_again(store):
     assert conn.execute("PRAGMA data_version").fetchone()[0] == before
 
 
-def test_changed_span_rewrites_only_that_span(store):
+def test_changed_span_rewrites_only_that_span(store: tuple[Path, sqlite3.Connection]) -> None:
     path, conn = store
     insert_events(conn, task_session("s1"))
     rebuild_store(path)
@@ -129,7 +133,9 @@ def test_changed_span_rewrites_only_that_span(store):
     assert span_table(conn)["bash"][SPAN_COLUMN_NAMES.index("status")] == "done"
 
 
-def test_shared_span_id_first_session_keeps_it_newcomer_is_namespaced(store):
+def test_shared_span_id_first_session_keeps_it_newcomer_is_namespaced(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
     path, conn = store
     insert_events(conn, task_session("old"))
     insert_events(conn, task_session("resumed", base=5000))
@@ -167,8 +173,8 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize(("column", "value", "reason"), BAD_VALUES)
 def test_bad_row_is_skipped_with_reason_and_everything_else_rebuilt(
-    tmp_path, column, value, reason
-):
+    tmp_path: Path, column: str, value: object, reason: str | None
+) -> None:
     path = tmp_path / "bad.db"
     conn = make_store(path, loose=True)
     insert_events(conn, task_session("good"))
@@ -192,7 +198,7 @@ def test_bad_row_is_skipped_with_reason_and_everything_else_rebuilt(
     assert {"task", "read", "edit", "bash", "m-task", "m-read", "m-edit", "m-bash"} <= set(spans)
 
 
-def test_invalid_utf8_text_skips_only_that_row(store):
+def test_invalid_utf8_text_skips_only_that_row(store: tuple[Path, sqlite3.Connection]) -> None:
     path, conn = store
     insert_events(conn, task_session("s1"))
     conn.execute(
@@ -209,7 +215,9 @@ def test_invalid_utf8_text_skips_only_that_row(store):
     assert "s1:51:1051" in span_table(conn)  # not JSON is fine: a null payload
 
 
-def test_token_outside_u32_reads_as_null_and_is_noted(store):
+def test_token_outside_u32_reads_as_null_and_is_noted(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
     path, conn = store
     insert_events(conn, [
         Event("s", 1, 10, K.TOOL_CALL, tool="Read", tool_call_id="a", tokens_in=2**32,
@@ -238,7 +246,9 @@ def test_token_outside_u32_reads_as_null_and_is_noted(store):
     ],
     ids=["nested-10000", "20MB", "not-json"],
 )
-def test_hostile_payloads_do_not_stop_the_rebuild(store, payload):
+def test_hostile_payloads_do_not_stop_the_rebuild(
+    store: tuple[Path, sqlite3.Connection], payload: str
+) -> None:
     path, conn = store
     insert_events(conn, task_session("s1"))
     insert_events(conn, [Event("s1", 60, 1060, K.TOOL_CALL, tool="Read", tool_call_id="x",
@@ -249,7 +259,9 @@ def test_hostile_payloads_do_not_stop_the_rebuild(store, payload):
     assert paths == (["/big"] if payload.startswith("{") else [])
 
 
-def test_rows_without_text_session_id_are_never_read(store):
+def test_rows_without_text_session_id_are_never_read(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
     path, conn = store
     insert_events(conn, task_session("s1"))
     conn.execute(
@@ -268,7 +280,9 @@ def test_rows_without_text_session_id_are_never_read(store):
         (b"", "has no `events` table"),
     ],
 )
-def test_unusable_store_gives_one_line_error(tmp_path, content, message):
+def test_unusable_store_gives_one_line_error(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
     path = tmp_path / "store.db"
     if content is not None:
         path.write_bytes(content)
@@ -285,7 +299,9 @@ def rebuilder(path: Path) -> Rebuilder:
     return Rebuilder(conn, cache_sessions=8)
 
 
-def test_appended_rows_are_read_incrementally_and_match_a_full_rebuild(store):
+def test_appended_rows_are_read_incrementally_and_match_a_full_rebuild(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
     path, conn = store
     events = task_session("s1")
     insert_events(conn, events[:4])
@@ -298,7 +314,9 @@ def test_appended_rows_are_read_incrementally_and_match_a_full_rebuild(store):
     assert span_table(conn) == expected_rows(events)
 
 
-def test_row_sorting_before_seen_rows_forces_full_read(store):
+def test_row_sorting_before_seen_rows_forces_full_read(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
     path, conn = store
     events = task_session("s1")
     insert_events(conn, events)
@@ -311,7 +329,9 @@ def test_row_sorting_before_seen_rows_forces_full_read(store):
     assert span_table(conn) == expected_rows(in_load_order)
 
 
-def test_deleted_rows_and_vanished_sessions_are_noticed(store):
+def test_deleted_rows_and_vanished_sessions_are_noticed(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
     path, conn = store
     insert_events(conn, task_session("s1"))
     insert_events(conn, task_session("s2", prefix="b-"))
@@ -336,8 +356,8 @@ def test_deleted_rows_and_vanished_sessions_are_noticed(store):
 )
 @given(data=st.data(), events=event_streams(max_events=50))
 def test_cached_rebuilds_after_each_write_leave_the_table_a_fresh_rebuild_leaves(
-    tmp_path_factory, data, events
-):
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, events: list[Event]
+) -> None:
     """Rows arrive in chunks, sometimes out of order; after each chunk the daemon's
     cached rebuild must leave exactly what a one-shot rebuild of a copy leaves."""
     directory = tmp_path_factory.mktemp("cached")

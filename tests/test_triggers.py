@@ -46,7 +46,7 @@ def upsert_in_place(writer: sqlite3.Connection) -> None:
     )
 
 
-def test_rowid_mode_cannot_see_a_row_changed_in_place(tmp_path):
+def test_rowid_mode_cannot_see_a_row_changed_in_place(tmp_path: Path) -> None:
     writer, rb = setup(tmp_path)
     rb.rebuild("s")
     upsert_in_place(writer)
@@ -55,7 +55,7 @@ def test_rowid_mode_cannot_see_a_row_changed_in_place(tmp_path):
     assert span_table(writer)["a"][TOOL] == "Read"
 
 
-def test_triggers_flag_in_place_changes_and_the_rebuild_clears_the_flag(tmp_path):
+def test_triggers_flag_in_place_changes_and_the_rebuild_clears_the_flag(tmp_path: Path) -> None:
     writer, rb = setup(tmp_path)
     assert install_triggers(rb.conn)
     assert triggers_installed(rb.conn)
@@ -70,7 +70,7 @@ def test_triggers_flag_in_place_changes_and_the_rebuild_clears_the_flag(tmp_path
     assert flagged_sessions(rb.conn) == {}
 
 
-def test_a_change_landing_after_the_flag_was_read_keeps_the_session_flagged(tmp_path):
+def test_a_change_landing_after_the_flag_was_read_keeps_the_session_flagged(tmp_path: Path) -> None:
     writer, rb = setup(tmp_path)
     install_triggers(rb.conn)
     upsert_in_place(writer)
@@ -80,7 +80,7 @@ def test_a_change_landing_after_the_flag_was_read_keeps_the_session_flagged(tmp_
     assert flagged_sessions(rb.conn) == {"s": seen + 1}
 
 
-def test_deleted_rows_and_sessions_are_flagged_and_spans_removed(tmp_path):
+def test_deleted_rows_and_sessions_are_flagged_and_spans_removed(tmp_path: Path) -> None:
     writer, rb = setup(tmp_path)
     install_triggers(rb.conn)
     rb.rebuild("s", flag_version=flagged_sessions(rb.conn).get("s"))
@@ -91,7 +91,7 @@ def test_deleted_rows_and_sessions_are_flagged_and_spans_removed(tmp_path):
     assert flagged_sessions(rb.conn) == {}
 
 
-def test_remove_drops_triggers_and_table_and_writers_keep_working(tmp_path):
+def test_remove_drops_triggers_and_table_and_writers_keep_working(tmp_path: Path) -> None:
     writer, rb = setup(tmp_path)
     install_triggers(rb.conn)
     assert remove_triggers(rb.conn)
@@ -101,7 +101,7 @@ def test_remove_drops_triggers_and_table_and_writers_keep_working(tmp_path):
     assert not remove_triggers(rb.conn)
 
 
-def test_a_row_moved_to_another_session_flags_both(tmp_path):
+def test_a_row_moved_to_another_session_flags_both(tmp_path: Path) -> None:
     writer, rb = setup(tmp_path)
     install_triggers(rb.conn)
     writer.execute("UPDATE events SET session_id = 't' WHERE seq = 2")

@@ -289,6 +289,7 @@ class Demo:
         head.append("spanwatch demo", style="bold")
         head.append(f" · {elapsed:.0f} s of {self._duration_s:.0f} s · {status}\n", style="dim")
         head.append(f"store {self.db} · daemon pid {self.daemon.pid} · {self._progress()}")
+        head.no_wrap, head.overflow = True, "ellipsis"  # two lines, whatever the width
         trees = self._trees()
         counts = self._counts()
         shown: list[tuple[Text, SessionTree]] = []

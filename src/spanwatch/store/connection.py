@@ -9,6 +9,7 @@ backoff while another writer holds the lock).
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
@@ -39,6 +40,12 @@ def open_store(
     writers own it.
     """
     check_store_file(path)
+    if not readonly and not os.access(path, os.W_OK):
+        # SQLite would open it read-only without a word and fail at the first write.
+        raise StoreError(
+            f"{path} is read-only for this user: spanwatch needs write access to it "
+            "and to its directory"
+        )
     uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)

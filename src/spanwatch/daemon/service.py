@@ -30,7 +30,8 @@ from spanwatch.daemon.store_link import BatchReport, StoreLink, file_identity
 from spanwatch.daemon.wakeups import StoreWakeups
 from spanwatch.logs import configure_logging
 from spanwatch.settings import Settings, SettingsError
-from spanwatch.store.errors import StoreError
+from spanwatch.store.connection import is_busy
+from spanwatch.store.errors import StoreBusyError, StoreError
 
 T = TypeVar("T")
 
@@ -69,6 +70,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._last_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._store_busy_since: float | None = None
         self._flags: dict[str, int] = {}  # trigger counters of flagged sessions (triggers mode)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spanwatch-store")
         self._link: StoreLink | None = None
@@ -133,7 +135,7 @@ class Daemon:
                 backoff = BACKOFF_MIN_S
                 self._last_error = None
             except (StoreError, sqlite3.Error, OSError) as exc:
-                if not self.ready:
+                if not self.ready and not _transient(exc):
                     self.log.error("cannot use the store", db=str(self.db), error=str(exc),
                                    hint=_hint(exc))  # fmt: skip
                     return 2
@@ -192,6 +194,8 @@ class Daemon:
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
+            if is_busy(exc):
+                raise StoreBusyError(f"{self.db} is locked by another writer") from exc
             raise StoreError(f"{self.db} is not a usable SQLite database ({exc})") from exc
         return row is not None
 
@@ -374,8 +378,24 @@ class Daemon:
                 sent = text
 
     async def _watchdog(self, interval_s: float) -> None:
+        """WATCHDOG=1 while the daemon makes progress.
+
+        This task alone would prove only that the event loop runs. So a ping is
+        withheld while the store thread has been inside one piece of work
+        (one session's rebuild, one scan) for longer than the watchdog period:
+        a hung store thread then lets systemd restart the service.
+        """
+        stuck_logged = False
         while True:
-            self.notifier.watchdog()
+            busy_since = self._store_busy_since
+            progress = max(busy_since or 0.0, self._link.progress_at if self._link else 0.0)
+            if busy_since is None or time.monotonic() - progress < 2 * interval_s:
+                self.notifier.watchdog()
+                stuck_logged = False
+            elif not stuck_logged:
+                self.log.error("store thread made no progress; withholding WATCHDOG=1",
+                               stuck_s=round(time.monotonic() - progress))  # fmt: skip
+                stuck_logged = True
             await asyncio.sleep(interval_s)
 
     async def _watch_files(self) -> None:
@@ -408,7 +428,11 @@ class Daemon:
 
     async def _on_store(self, work: Callable[[], T]) -> T:
         """Run SQL on the store thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        self._store_busy_since = time.monotonic()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        finally:
+            self._store_busy_since = None
 
     async def _sleep(self, seconds: float | None, *, wake_early: bool = False) -> None:
         """Sleep, but wake for a stop request (and, if asked, for a file event)."""
@@ -440,6 +464,13 @@ class Daemon:
             f"watching {self.db.name}: {t.sessions} session rebuilds, "
             f"{t.spans_written} spans written, {self.debouncer.pending()} sessions dirty"
         )
+
+
+def _transient(exc: BaseException) -> bool:
+    """A locked store is waited out, even at start; other errors at start are setup errors."""
+    if isinstance(exc, StoreBusyError):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and is_busy(exc)
 
 
 def _hint(exc: BaseException) -> str:

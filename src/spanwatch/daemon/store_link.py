@@ -71,9 +71,11 @@ class StoreLink:
         self.path = path
         self.log = log
         self.identity = file_identity(path)
+        self.progress_at = time.monotonic()
+        """When the store thread last finished a piece of work (for the watchdog)."""
         self.conn: sqlite3.Connection = open_store(path, busy_timeout_ms=busy_timeout_ms)
         try:
-            ensure_schema(self.conn)
+            ensure_schema(self.conn, retry_for_s=write_retry_max_s)
             self.rebuilder = Rebuilder(
                 self.conn,
                 cache_sessions=cache_sessions,
@@ -159,6 +161,7 @@ class StoreLink:
             try:
                 flag = flags.get(session_id) if flags else None
                 results.append(self.rebuilder.rebuild(session_id, flag_version=flag))
+                self.progress_at = time.monotonic()
             except StoreBusyError as exc:
                 self._busy(report, exc)
             except (sqlite3.DatabaseError, OSError):

@@ -63,13 +63,13 @@ REQUIRED_EVENT_COLUMNS = (
 )  # fmt: skip
 
 
-def ensure_schema(conn: sqlite3.Connection) -> list[str]:
+def ensure_schema(conn: sqlite3.Connection, *, retry_for_s: float = 30.0) -> list[str]:
     """Create spanwatch's tables if absent; add columns an older `tool_spans` lacks.
 
     Returns the columns added. Runs in one short write transaction.
     """
     added: list[str] = []
-    with write_transaction(conn):
+    with write_transaction(conn, retry_for_s=retry_for_s):
         for statement in _CREATE:
             conn.execute(statement)
         present = table_columns(conn, "tool_spans")

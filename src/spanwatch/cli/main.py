@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Sequence
 
 from spanwatch import __version__
 from spanwatch.cli import demo, rebuild, run, status, tree, triggers, verify
-from spanwatch.cli.common import EXIT_ERROR
+from spanwatch.cli.common import EXIT_ERROR, fail
 from spanwatch.logs import configure_logging
+from spanwatch.store.errors import advice
 
 COMMANDS = (run, rebuild, status, verify, tree, demo, triggers)
 
@@ -35,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except sqlite3.Error as exc:  # the store failed mid-way: damaged, full, locked...
+        where = f"{args.db}: " if getattr(args, "db", None) else ""
+        return fail(f"{where}{exc} ({advice(exc)})")
     return code
 
 

@@ -31,7 +31,7 @@ from spanwatch.daemon.wakeups import StoreWakeups
 from spanwatch.logs import configure_logging
 from spanwatch.settings import Settings, SettingsError
 from spanwatch.store.connection import is_busy
-from spanwatch.store.errors import StoreBusyError, StoreError
+from spanwatch.store.errors import StoreBusyError, StoreError, advice
 
 T = TypeVar("T")
 
@@ -137,7 +137,7 @@ class Daemon:
             except (StoreError, sqlite3.Error, OSError) as exc:
                 if not self.ready and not _transient(exc):
                     self.log.error("cannot use the store", db=str(self.db), error=str(exc),
-                                   hint=_hint(exc))  # fmt: skip
+                                   hint=advice(exc))  # fmt: skip
                     return 2
                 # Once running, trouble with the store is waited out, never a crash loop.
                 message = str(exc)
@@ -381,15 +381,19 @@ class Daemon:
         """WATCHDOG=1 while the daemon makes progress.
 
         This task alone would prove only that the event loop runs. So a ping is
-        withheld while the store thread has been inside one piece of work
-        (one session's rebuild, one scan) for longer than the watchdog period:
-        a hung store thread then lets systemd restart the service.
+        withheld once the store thread has been inside one piece of work (one
+        session's rebuild, one scan) for longer than a locked store can
+        legitimately hold it (write_retry_max_s and one busy_timeout_ms) plus
+        the watchdog period: a hung store thread then lets systemd restart the
+        service.
         """
         stuck_logged = False
         while True:
             busy_since = self._store_busy_since
             progress = max(busy_since or 0.0, self._link.progress_at if self._link else 0.0)
-            if busy_since is None or time.monotonic() - progress < 2 * interval_s:
+            s = self.settings
+            allowed = s.write_retry_max_s + s.busy_timeout_ms / 1000 + 2 * interval_s
+            if busy_since is None or time.monotonic() - progress < allowed:
                 self.notifier.watchdog()
                 stuck_logged = False
             elif not stuck_logged:
@@ -471,13 +475,3 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, StoreBusyError):
         return True
     return isinstance(exc, sqlite3.OperationalError) and is_busy(exc)
-
-
-def _hint(exc: BaseException) -> str:
-    """What to do about a store that cannot be used at start."""
-    text = str(exc).lower()
-    if "readonly" in text or "read-only" in text or "permission" in text:
-        return "spanwatch needs write access to the store file and its directory"
-    if "not a sqlite" in text or "not a database" in text or "not a usable" in text:
-        return "check --db: it must point at the agent's SQLite event store"
-    return "check --db and the file's permissions"

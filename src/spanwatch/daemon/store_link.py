@@ -161,7 +161,6 @@ class StoreLink:
             try:
                 flag = flags.get(session_id) if flags else None
                 results.append(self.rebuilder.rebuild(session_id, flag_version=flag))
-                self.progress_at = time.monotonic()
             except StoreBusyError as exc:
                 self._busy(report, exc)
             except (sqlite3.DatabaseError, OSError):
@@ -171,6 +170,8 @@ class StoreLink:
                 self.log.exception("session rebuild failed", session_id=session_id,
                                    error=repr(exc))  # fmt: skip
                 report.failed.append(session_id)
+            finally:
+                self.progress_at = time.monotonic()
         try:
             self.rebuilder.flush()
         except StoreBusyError as exc:

@@ -9,6 +9,7 @@ file still the one we opened (device and inode).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -101,6 +102,15 @@ class StoreLink:
             raise
 
     def close(self) -> None:
+        if not self.still_same_file():
+            # SQLite neither checkpoints nor deletes the -wal of a file that was
+            # replaced, moved or deleted: closing leaves it, and the -shm, at the
+            # old path, where the next connection to whatever file is there now
+            # would replay those pages into it (a replacement comes out corrupt, a
+            # moved store loses its last commits). Write them into the file they
+            # belong to, through this connection, and leave an empty -wal.
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         self.conn.close()
 
     def still_same_file(self) -> bool:

@@ -44,6 +44,7 @@ smoke version (under a minute). Stores live in `--workdir`, never in the repo.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -52,6 +53,7 @@ from typing import Any
 
 from benchlib.common import (
     DEFAULT_WORKDIR,
+    code_version,
     emit,
     machine,
     progress,
@@ -144,20 +146,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def rebuilt_store(info: StoreInfo, workdir: Path) -> tuple[Path, float | None]:
-    """The generated store, rebuilt once (cached beside it); seconds the rebuild took."""
+def rebuilt_store(info: StoreInfo, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """The generated store, rebuilt once (cached beside it), and how it was rebuilt."""
     base = Path(info.path)
     path = workdir / (base.stem + ".rebuilt.db")
     meta = sidecar(path)
     if path.exists() and meta.exists() and meta.stat().st_mtime >= base.stat().st_mtime:
         progress(f"reusing the rebuilt store {path}")
-        return path, None
+        return path, json.loads(meta.read_text())
     progress(f"rebuilding a copy of the store once: {path}")
     copy_store(base, path)
     result = run_worker("rebuild", path).check().json()
-    meta.write_text(f'{{"rebuild_s": {result["seconds"]:.3f}}}\n')
+    done = {"rebuild_s": round(float(result["seconds"]), 3), "rebuilt_with_code": code_version()}
+    meta.write_text(json.dumps(done))
     progress(f"  rebuilt in {result['seconds']:.1f} s")
-    return path, float(result["seconds"])
+    return path, done
 
 
 class Run:
@@ -356,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     info = ensure_store(spec, store=args.store, workdir=workdir, regenerate=args.regenerate)
-    rebuilt, rebuild_s = rebuilt_store(info, workdir)
+    rebuilt, rebuilt_meta = rebuilt_store(info, workdir)
     defaults = Settings()
     debounce_ms = args.debounce_ms if args.debounce_ms is not None else defaults.debounce_ms
     max_delay_ms = args.max_delay_ms if args.max_delay_ms is not None else defaults.max_delay_ms
@@ -384,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "live",
         "quick": args.quick,
         "machine": machine(),
-        "store": {**info.as_dict(), "rebuilt_copy": str(rebuilt), "rebuild_s": rounded(rebuild_s)},
+        "store": {**info.as_dict(), "rebuilt_copy": str(rebuilt), **rebuilt_meta},
         "settings": {"debounce_ms": debounce_ms, "max_delay_ms": max_delay_ms},
         "writer": {
             "rate_events_per_s": args.rate,

@@ -11,7 +11,9 @@ The store is kept in `--workdir` and reused by later runs.
 
 Then, `--repeat` times each, interleaved, every one in a child process of its own:
 
-- baseline: a bare `SELECT count(*) FROM events GROUP BY session_id`;
+- baseline: a bare `SELECT count(*) FROM events GROUP BY session_id`; and a
+  second one giving the figures a reconcile compares (count, max(seq),
+  max(id) per session), the least any reconcile of this design can read;
 - `spanwatch.store.marks.stale_sessions` over the whole store (nothing stale);
 - `spanwatch run` from process start to READY=1, received on an sd_notify
   datagram socket this benchmark binds (then SIGTERM); its log's "starting"
@@ -37,7 +39,15 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from benchlib.common import DEFAULT_WORKDIR, emit, machine, progress, rounded, run_worker
+from benchlib.common import (
+    DEFAULT_WORKDIR,
+    code_version,
+    emit,
+    machine,
+    progress,
+    rounded,
+    run_worker,
+)
 from benchlib.daemon import DaemonProcess
 from benchlib.stores import remove_store, sidecar
 from spanwatch.simulate.bulk import session_quotas
@@ -86,7 +96,9 @@ def rows(sessions: int, events: int, seed: int) -> Iterator[tuple[Any, ...]]:
     """Small rows of whole sessions, one tool use per 5 rows (pre hook, call, result,
     post hook, cost), sessions one after the other in time."""
     rng = random.Random(f"reconcile:{seed}")
-    for index, quota in enumerate(session_quotas(sessions, events, seed)):
+    quotas = [max(1, q) for q in session_quotas(sessions, events, seed)]
+    quotas[quotas.index(max(quotas))] -= sum(quotas) - events  # every session has a row
+    for index, quota in enumerate(quotas):
         sid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         t = START_MS + index * 600_000
         call_id = ""
@@ -161,7 +173,7 @@ def insert_marks(path: Path) -> float:
 
 def prepare_store(args: argparse.Namespace) -> dict[str, Any]:
     workdir: Path = args.workdir
-    name = f"reconcile-{args.events}ev-{args.sessions}s-seed{args.seed}.db"
+    name = f"reconcile-{args.events}ev-{args.sessions}s-seed{args.seed}-v2.db"
     path: Path = args.store if args.store is not None else workdir / name
     meta_path = sidecar(path)
     if not args.regenerate and path.exists() and meta_path.exists():
@@ -184,10 +196,18 @@ def prepare_store(args: argparse.Namespace) -> dict[str, Any]:
         prep_s = float(rebuild["seconds"])
         prepared = "rebuilt once with rebuild_store (tool_spans and watermarks filled)"
     progress(f"  prepared in {prep_s:.1f} s")
+    conn = sqlite3.connect(path)
+    try:
+        events, sessions = conn.execute(
+            "SELECT count(*), count(DISTINCT session_id) FROM events"
+        ).fetchone()
+    finally:
+        conn.close()
     meta = {
         "path": str(path),
-        "events": args.events,
-        "sessions": args.sessions,
+        "events": events,
+        "sessions": sessions,
+        "prepared_with_code": code_version(),
         "payloads": "tiny (2 to 60 bytes)",
         "generation": "executemany directly (not populate)",
         "generation_s": round(gen_s, 1),
@@ -258,17 +278,20 @@ def main(argv: list[str] | None = None) -> int:
     meta = prepare_store(args)
     db = Path(meta["path"])
     baseline_runs: list[dict[str, Any]] = []
+    figures_runs: list[dict[str, Any]] = []
     stale_runs: list[dict[str, Any]] = []
     daemon_runs: list[dict[str, Any]] = []
     for i in range(args.repeat):
         progress(f"round {i + 1}/{args.repeat}: baseline GROUP BY")
         baseline_runs.append(run_worker("group_count", db).check().json())
+        figures_runs.append(run_worker("group_figures", db).check().json())
         progress(f"  {baseline_runs[-1]['seconds']:.2f} s; stale_sessions")
         stale_runs.append(run_worker("stale", db).check().json())
         progress(f"  {stale_runs[-1]['seconds']:.2f} s; spanwatch run to READY=1")
         daemon_runs.append(daemon_start(db, args.workdir, i))
         progress(f"  {daemon_runs[-1]['start_to_ready_s']:.2f} s")
     base = summary(baseline_runs)
+    figures = summary(figures_runs)
     stale = summary(stale_runs)
     ready = summary(daemon_runs, "start_to_ready_s")
     logged = [r["logged_starting_to_ready_s"] for r in daemon_runs]
@@ -283,11 +306,17 @@ def main(argv: list[str] | None = None) -> int:
             "groups": baseline_runs[0]["groups"],
             "peak_rss_mb": max(float(r["max_rss_mb"]) for r in baseline_runs),
         },
+        "baseline_group_figures": {
+            **figures,
+            "sql": "SELECT session_id, count(*), max(seq), max(id) FROM events GROUP BY session_id",
+            "peak_rss_mb": max(float(r["max_rss_mb"]) for r in figures_runs),
+        },
         "stale_sessions": {
             **stale,
             "stale_found": stale_runs[0]["stale_sessions"],
             "peak_rss_mb": max(float(r["max_rss_mb"]) for r in stale_runs),
             "over_baseline": round(stale["seconds"] / base["seconds"], 2),
+            "over_figures_baseline": round(stale["seconds"] / figures["seconds"], 2),
         },
         "daemon_start_to_ready": {
             **ready,

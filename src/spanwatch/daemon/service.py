@@ -140,9 +140,17 @@ class Daemon:
                                    hint=advice(exc))  # fmt: skip
                     return 2
                 # Once running, trouble with the store is waited out, never a crash loop.
+                # One error line when it starts; while it lasts, a changed message
+                # (a damaged file reads differently on reopening) at info, repeats at debug.
                 message = str(exc)
-                level = self.log.error if message != self._last_error else self.log.debug
-                level("store error; reopening after a pause", error=message, retry_in_s=backoff)
+                if self._last_error is None:
+                    level = self.log.error
+                elif message != self._last_error:
+                    level = self.log.info
+                else:
+                    level = self.log.debug
+                level("store error; reopening after a pause", error=message, hint=advice(exc),
+                      retry_in_s=backoff)  # fmt: skip
                 self._last_error = message
                 await self._disconnect()
                 await self._sleep(backoff)

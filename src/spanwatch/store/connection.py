@@ -175,7 +175,10 @@ def write_transaction(
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite has rolled back already after some errors (a full disk, an I/O
+        # error); a ROLLBACK then would fail and hide the error that matters.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     else:
         conn.execute("COMMIT")

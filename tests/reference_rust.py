@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from spanwatch.engine.events import Event
+from stores import event_row
 
 CRATE_DIR = Path(__file__).resolve().parent / "reference_rs"
 REFERENCE_COPY = CRATE_DIR / "src" / "tool_span_index.rs"
@@ -256,25 +257,6 @@ def insert_events(db_path: str | Path, events: Iterable[Event | Mapping[str, Any
             marks = ", ".join(v.expr if isinstance(v, Sql) else "?" for v in row.values())
             values = [v for v in row.values() if not isinstance(v, Sql)]
             conn.execute(f"INSERT INTO events ({columns}) VALUES ({marks})", values)
-
-
-def event_row(event: Event) -> dict[str, Any]:
-    """The `events` row an Event comes from."""
-    return {
-        "session_id": event.session_id,
-        "seq": event.seq,
-        "ts_ms": event.ts_ms,
-        "kind": event.kind.value,
-        "source": event.source.value,
-        "tool": event.tool,
-        "tokens_in": event.tokens_in,
-        "tokens_out": event.tokens_out,
-        "cost_usd_e6": event.cost_usd_e6,
-        "payload": event.payload,
-        "ts_exact": int(event.ts_exact),
-        "tool_call_id": event.tool_call_id,
-        "reasoning_tokens": event.reasoning_tokens,
-    }
 
 
 def dump_spans(db_path: str | Path) -> SpanDump:

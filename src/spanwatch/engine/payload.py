@@ -126,13 +126,28 @@ def _parse(text: str) -> tuple[Any, list[str] | None]:
     if not isinstance(value, dict | list):
         return value, None
     paths: list[str] = []
-    if _walk(value, paths):  # a number at the edge of the range: let serde's rules decide
+    members = [0]
+    if _walk(value, paths, members) or _may_hide_values(text, members[0]):
+        # A number at the edge of the range, or a duplicate key whose earlier
+        # value the parse dropped unseen: let serde_json's rules decide.
         value = _loads_exact(text)
         if not isinstance(value, dict | list):
             return value, None
         paths = []
-        _walk(value, paths)
+        _walk(value, paths, members)
     return value, paths
+
+
+def _may_hide_values(text: str, members: int) -> bool:
+    """Whether the text has more object members than the parsed value: duplicate keys.
+
+    Every member has one colon outside strings, so the colon count of the
+    whole text is a cheap upper bound; only when it exceeds `members` are the
+    colons outside strings counted exactly.
+    """
+    if text.count(":") <= members:
+        return False
+    return _outside_strings(text).count(":") > members
 
 
 def _loads(text: str) -> Any:
@@ -154,10 +169,21 @@ class _Refused(Exception):
     """serde_json would not parse this text."""
 
 
-def _number(token: str) -> int:
+def _float(token: str) -> float:
     if not serde_number_in_range(token):
         raise _Refused
-    return 0  # the value is never used, only whether it parses
+    return float(token)
+
+
+def _int(token: str) -> int | float:
+    """serde_json keeps integers that fit i64/u64 and reads longer ones as f64."""
+    if not serde_number_in_range(token):
+        raise _Refused
+    if len(token) <= 20:
+        value = int(token)
+        if -(2**63) <= value < 2**64:
+            return value
+    return float(token)
 
 
 def _constant(token: str) -> Any:
@@ -167,7 +193,13 @@ def _constant(token: str) -> Any:
 def _loads_exact(text: str) -> Any:
     """The slow path: the stdlib parser with serde_json's refusals added."""
     try:
-        value = json.loads(text, parse_float=_number, parse_int=_number, parse_constant=_constant)
+        value = json.loads(
+            text,
+            parse_float=_float,
+            parse_int=_int,
+            parse_constant=_constant,
+            object_pairs_hook=_object,
+        )
     except (ValueError, _Refused, RecursionError):
         return None
     if _has_lone_surrogate(value):
@@ -175,6 +207,15 @@ def _loads_exact(text: str) -> Any:
     if isinstance(value, dict | list) and _too_deep(text):
         return None
     return value
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as serde_json builds it (the last duplicate wins), refusing what it
+    refuses in every member, even one a later duplicate key overwrites."""
+    for key, value in pairs:
+        if _has_lone_surrogate(key) or _has_lone_surrogate(value):
+            raise _Refused
+    return dict(pairs)
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -196,11 +237,7 @@ def _too_deep(text: str) -> bool:
     """Whether valid JSON `text` nests MAX_DEPTH or more arrays and objects."""
     if text.count("[") + text.count("{") < MAX_DEPTH:
         return False
-    # In valid JSON a backslash only starts an escape inside a string, so with
-    # escaped backslashes and escaped quotes gone, quotes alternate between
-    # opening and closing strings: every other piece is outside all strings.
-    unescaped = text.replace("\\\\", "").replace('\\"', "")
-    outside = "".join(unescaped.split('"')[0::2])
+    outside = _outside_strings(text)
     if outside.count("[") + outside.count("{") < MAX_DEPTH:
         return False
     depth = 0
@@ -214,16 +251,30 @@ def _too_deep(text: str) -> bool:
     return False
 
 
-def _walk(value: dict[str, Any] | list[Any], out: list[str]) -> bool:
+def _outside_strings(text: str) -> str:
+    """The parts of valid JSON `text` that are not inside string literals.
+
+    In valid JSON a backslash only starts an escape inside a string, so with
+    escaped backslashes and escaped quotes gone, quotes alternate between
+    opening and closing strings: every other piece is outside all strings.
+    """
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    return "".join(unescaped.split('"')[0::2])
+
+
+def _walk(value: dict[str, Any] | list[Any], out: list[str], members: list[int]) -> bool:
     """Collect paths from a container; True if a number at the edge of the range was seen.
 
-    The container's depth is already known to be within serde_json's limit.
+    `members[0]` counts the object members walked. The container's depth is
+    already known to be within serde_json's limit.
     This is the hottest loop of a rebuild, hence `type(...) is` over isinstance.
     """
     edge = False
-    pairs: Iterable[tuple[str | None, Any]] = (
-        value.items() if type(value) is dict else ((None, item) for item in value)
-    )
+    if type(value) is dict:
+        members[0] += len(value)
+        pairs: Iterable[tuple[str | None, Any]] = value.items()
+    else:
+        pairs = ((None, item) for item in value)
     for key, item in pairs:
         kind = type(item)
         if kind is str:
@@ -232,7 +283,7 @@ def _walk(value: dict[str, Any] | list[Any], out: list[str]) -> bool:
             if len(item) >= _MIN_PATH_JSON:
                 _walk_string(item, out)
         elif kind is dict or kind is list:
-            edge = _walk(item, out) or edge
+            edge = _walk(item, out, members) or edge
         elif kind is float and not -EDGE < item < EDGE:
             edge = True
     return edge

@@ -70,8 +70,14 @@ class _Output:
         # One write per event, under a lock, so lines of two threads never interleave.
         stream = sys.stderr if self.stream is None else self.stream
         with self._lock:
-            stream.write(line + "\n")
-            stream.flush()
+            try:
+                stream.write(line + "\n")
+                stream.flush()
+            except (OSError, ValueError):
+                # The reader went away (a closed pipe, a closed file). Losing log
+                # lines is bad; a daemon that stops working because nobody reads
+                # its log, or that ignores SIGTERM because a log write failed, is worse.
+                pass
 
 
 class _OutputLogger:

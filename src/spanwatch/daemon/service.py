@@ -13,6 +13,7 @@ because the store misbehaved, and never spins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -321,14 +322,16 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
+        # Act first, report after: nothing that reporting does may stop the stop.
         self._signals += 1
         if self._signals > 1:
-            self.log.warning("second stop signal: exiting at once", signal=sig.name)
+            with contextlib.suppress(Exception):
+                self.log.warning("second stop signal: exiting at once", signal=sig.name)
             os._exit(1)
-        self.log.info("stop requested; finishing the work in hand", signal=sig.name)
-        self.notifier.stopping("finishing the work in hand")
         self._exit_requested.set()
         self._wake.set()
+        self.log.info("stop requested; finishing the work in hand", signal=sig.name)
+        self.notifier.stopping("finishing the work in hand")
 
     def _on_reload_signal(self) -> None:
         self._reload()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from spanwatch.engine import Event, build_span_records
 from spanwatch.engine.events import EventKind as K
+from spanwatch.store import marks
 from spanwatch.store.connection import open_store
 from spanwatch.store.errors import StoreError
 from spanwatch.store.rebuild import Rebuilder, rebuild_store
@@ -380,3 +381,23 @@ def test_cached_rebuilds_after_each_write_leave_the_table_a_fresh_rebuild_leaves
     insert_events(fresh, arrival)
     rebuild_store(fresh_path)
     assert incremental == (span_table(fresh), path_rows(fresh))
+
+
+def test_rows_deleted_while_others_arrive_are_caught_by_the_reconcile(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
+    """Appends are read without counting the whole session; a deletion in between
+    leaves the mark off, the reconcile sees that, and the next rebuild reads in full."""
+    path, conn = store
+    events = task_session("s1")
+    insert_events(conn, events[:-1])
+    rb = rebuilder(path)
+    rb.rebuild("s1")
+    conn.execute("DELETE FROM events WHERE session_id = 's1' AND seq = 3")  # the Read's pre hook
+    insert_events(conn, events[-1:])
+    assert rb.rebuild("s1").mode == "incremental"
+    assert list(marks.stale_sessions(rb.conn)) == ["s1"]
+    assert rb.rebuild("s1").mode == "full"
+    assert list(marks.stale_sessions(rb.conn)) == []
+    remaining = [e for e in events if e.seq != 3]
+    assert span_table(conn) == expected_rows(remaining)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spanwatch.daemon.memory import release_free_memory
 from spanwatch.store import marks, triggers
 from spanwatch.store.connection import data_version, open_store
 from spanwatch.store.errors import StoreBusyError
@@ -26,6 +27,8 @@ from spanwatch.store.schema import ensure_schema
 
 #: Rows looked at per step of the new-rows scan; a backlog is taken in steps.
 SCAN_STEP = 200_000
+#: A full read of at least this many rows is followed by returning freed memory.
+LARGE_READ_ROWS = 5_000
 #: Span rows per write transaction: a batch of sessions shares one commit,
 #: still only milliseconds long.
 WRITE_BATCH_ROWS = 2000
@@ -97,6 +100,7 @@ class StoreLink:
             self.seen_version = data_version(self.conn)
             # Taken before the reconcile: rows after it are found by the rowid scan.
             self.global_mark = marks.max_event_id(self.conn)
+            self.rebuilder.latest_event_id = self.global_mark
         except BaseException:
             self.conn.close()
             raise
@@ -132,6 +136,7 @@ class StoreLink:
             for session_id, count in sessions.items():
                 dirty[session_id] = dirty.get(session_id, 0) + count
             if mark == self.global_mark:
+                self.rebuilder.latest_event_id = mark
                 return dirty
             self.global_mark = mark
 
@@ -190,6 +195,8 @@ class StoreLink:
         for result in results:
             if result.session_id not in busy:
                 self._count(report, result)
+        if any(r.mode == "full" and r.rows_read >= LARGE_READ_ROWS for r in results):
+            release_free_memory()
         report.ms = (time.perf_counter() - started) * 1000
         return report
 

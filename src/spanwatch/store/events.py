@@ -53,6 +53,9 @@ class SessionRows:
     skipped: list[SkippedRow] = field(default_factory=list)
     token_notes: list[TokenOutOfRange] = field(default_factory=list)
     row_count: int = 0
+    max_seq: int = -(2**63)
+    """Largest seq and rowid among the valid rows."""
+    max_id: int = 0
 
 
 def load_session_rows(
@@ -61,6 +64,7 @@ def load_session_rows(
     session_id: str,
     *,
     after_id: int | None = None,
+    by_rowid: bool = False,
 ) -> SessionRows:
     """The session's rows, events in the reference's order (ts_ms, seq), in one statement.
 
@@ -71,7 +75,12 @@ def load_session_rows(
     """
     sql = f"SELECT {shape.select_list} FROM events WHERE session_id = ?"
     params: tuple[Any, ...] = (session_id,)
-    if after_id is not None:
+    if after_id is not None and by_rowid:
+        # "+session_id" keeps SQLite off the session index: a range scan of the
+        # newest rowids is cheaper than walking a long session's index entries.
+        sql = f"SELECT {shape.select_list} FROM events WHERE id > ? AND +session_id = ?"
+        params = (after_id, session_id)
+    elif after_id is not None:
         sql += " AND id > ?"
         params = (session_id, after_id)
     rows = convert_rows(fetch_all(conn, sql, params))
@@ -112,6 +121,10 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
             session = session_id if isinstance(session_id, str) else None
             out.skipped.append(SkippedRow(_id, session, seq, problem))
             continue
+        if seq > out.max_seq:
+            out.max_seq = seq
+        if _id > out.max_id:
+            out.max_id = _id
         if kind in _INERT_KINDS:
             continue
         if not (

@@ -30,6 +30,14 @@ from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, loa
 from spanwatch.store.marks import SessionMark
 from spanwatch.store.schema import ensure_schema, events_shape
 
+#: New rows of a cached session are found by a rowid range scan (rather than by
+#: walking the session's index) when its last row is at most this far back.
+ROWID_SCAN_WINDOW = 20_000
+
+#: At most this many spans are kept in memory across cached sessions (about
+#: 1 KB each with their stored rows), whatever `cache_sessions` allows.
+MAX_CACHED_SPANS = 50_000
+
 
 @dataclass(slots=True)
 class SessionResult:
@@ -109,13 +117,19 @@ class Rebuilder:
         self.on_retry = on_retry
         self.clock_ms = clock_ms
         self._cache: OrderedDict[str, _SessionState] = OrderedDict()
+        self._cached_spans = 0
+        self.latest_event_id = 0
+        """The newest events rowid the caller knows of: how far a rowid scan would go."""
 
     def forget(self, session_id: str | None = None) -> None:
         """Drop cached state (all of it without an argument), e.g. after a reopen."""
         if session_id is None:
             self._cache.clear()
+            self._cached_spans = 0
         else:
-            self._cache.pop(session_id, None)
+            state = self._cache.pop(session_id, None)
+            if state is not None:
+                self._cached_spans -= len(state.spans.spans)
 
     def rebuild(self, session_id: str, *, flag_version: int | None = None) -> SessionResult:
         """Bring the session's stored spans up to date with its events.
@@ -126,11 +140,18 @@ class Rebuilder:
         transaction as the spans.
         """
         cached = self._cache.pop(session_id, None)
+        if cached is not None:
+            self._cached_spans -= len(cached.spans.spans)
         if flag_version is not None:
             cached = None
         with read_snapshot(self.conn):
-            mark = marks.live_mark(self.conn, session_id)
-            rows, extended = self._read(session_id, mark, cached)
+            appended = self._read_appended(session_id, cached) if cached is not None else None
+            if appended is not None:
+                rows, mark = appended
+                extended = True
+            else:
+                mark = marks.live_mark(self.conn, session_id)
+                rows, extended = self._read(session_id, mark, cached)
         if mark.row_count == 0:
             return self._vanish(session_id, flag_version)
         if extended and cached is not None:
@@ -179,8 +200,12 @@ class Rebuilder:
             diff.apply_to(state.stored)
             state.mark = mark
             self._cache[session_id] = state
-            while len(self._cache) > self.cache_sessions:
-                self._cache.popitem(last=False)
+            self._cached_spans += len(state.spans.spans)
+            while self._cache and (
+                len(self._cache) > self.cache_sessions or self._cached_spans > MAX_CACHED_SPANS
+            ):
+                _, evicted = self._cache.popitem(last=False)
+                self._cached_spans -= len(evicted.spans.spans)
         return result
 
     def flush(self) -> None:
@@ -200,7 +225,7 @@ class Rebuilder:
         except BaseException:
             self.unwritten = [write.session_id for write in pending]
             for session_id in self.unwritten:
-                self._cache.pop(session_id, None)
+                self.forget(session_id)
             raise
 
     def _write(self, pending: list[_Write]) -> None:
@@ -229,6 +254,34 @@ class Rebuilder:
             self._pending_owners[str(row[0])] = write.session_id
         if self._pending_rows >= self.write_batch_rows:
             self.flush()
+
+    def _read_appended(
+        self, session_id: str, cached: _SessionState
+    ) -> tuple[SessionRows, SessionMark] | None:
+        """The common case, cheaply: rows appended after the cached ones, and the new mark.
+
+        The mark is the cached one plus the new rows, without counting the
+        whole session: rows deleted meanwhile are left to the reconcile, which
+        compares marks with `events` and then forces a full read. None when
+        this does not apply (nothing new, an odd row, a row that sorts before
+        what was seen): the caller then reads the live mark and decides.
+        """
+        old = cached.mark
+        near = self.latest_event_id - old.max_id <= ROWID_SCAN_WINDOW
+        rows = load_session_rows(
+            self.conn, self.shape, session_id, after_id=old.max_id, by_rowid=near
+        )
+        if rows.row_count == 0 or rows.skipped or type(old.max_seq) is not int:
+            return None
+        if rows.events and _position(rows.events[0]) <= cached.last_position:
+            return None
+        mark = SessionMark(
+            session_id,
+            max(old.max_seq, rows.max_seq),
+            old.row_count + rows.row_count,
+            max(old.max_id, rows.max_id),
+        )
+        return rows, mark
 
     def _read(
         self, session_id: str, mark: SessionMark, cached: _SessionState | None

@@ -17,7 +17,7 @@ def advice(error: BaseException) -> str:
     if "not a sqlite" in text or "not a database" in text or "not a usable" in text:
         return "check --db: it must point at the agent's SQLite event store"
     if "malformed" in text or "corrupt" in text:
-        return "the store file is damaged: restore it from a backup, and spanwatch rebuilds its spans"
+        return "the store file is damaged: restore it from a backup; spanwatch rebuilds the spans"
     if "full" in text:
         return "the disk holding the store is full: free some space"
     if "locked" in text or "busy" in text:

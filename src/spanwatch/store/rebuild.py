@@ -31,8 +31,10 @@ from spanwatch.store.marks import SessionMark
 from spanwatch.store.schema import ensure_schema, events_shape
 
 #: New rows of a cached session are found by a rowid range scan (rather than by
-#: walking the session's index) when its last row is at most this far back.
+#: walking the session's index) when its last row is at most this far back and
+#: the scan is cheaper: a table row costs about ROWID_SCAN_COST index entries.
 ROWID_SCAN_WINDOW = 20_000
+ROWID_SCAN_COST = 4
 
 #: At most this many spans are kept in memory across cached sessions (about
 #: 1 KB each with their stored rows), whatever `cache_sessions` allows.
@@ -267,7 +269,10 @@ class Rebuilder:
         what was seen): the caller then reads the live mark and decides.
         """
         old = cached.mark
-        near = self.latest_event_id - old.max_id <= ROWID_SCAN_WINDOW
+        # Walking the session's index costs about its row count; a rowid range
+        # scan costs every row written since, of every session. Take the cheaper.
+        gap = self.latest_event_id - old.max_id
+        near = gap <= ROWID_SCAN_WINDOW and gap * ROWID_SCAN_COST < old.row_count
         rows = load_session_rows(
             self.conn, self.shape, session_id, after_id=old.max_id, by_rowid=near
         )

@@ -37,8 +37,10 @@ ROWID_SCAN_WINDOW = 20_000
 ROWID_SCAN_COST = 4
 
 #: At most this many spans are kept in memory across cached sessions (about
-#: 1 KB each with their stored rows), whatever `cache_sessions` allows.
-MAX_CACHED_SPANS = 50_000
+#: 1 KB each with their stored rows), whatever `cache_sessions` allows. Generous
+#: on purpose: evicting a long session costs a full read of it on its next
+#: change, which holds up every other session's rebuild meanwhile.
+MAX_CACHED_SPANS = 150_000
 
 
 @dataclass(slots=True)

@@ -68,7 +68,7 @@ def test_rebuild_writes_exactly_the_engine_rows_and_paths(
     insert_events(conn, events)
     summary = rebuild_store(path)
     assert summary.sessions == 2
-    assert summary.skipped == 0
+    assert summary.skipped_rows == 0
     want = expected_rows(task_session("s1")) | expected_rows(task_session("s2", prefix="b-"))
     assert span_table(conn) == want
     assert path_rows(conn) == {
@@ -88,7 +88,7 @@ def test_store_without_later_columns_reads_ts_exact_as_zero(tmp_path: Path) -> N
         {"session_id": "s", "seq": 2, "ts_ms": 30, "kind": "ToolResult", "source": "Tail",
          "tool": "Read", "payload": "{}"},
     ])  # fmt: skip
-    assert rebuild_store(path).skipped == 0
+    assert rebuild_store(path).skipped_rows == 0
     (row,) = span_table(conn).values()
     assert row[0] == "s:1:10"  # no tool_call_id column: a synthetic id
     assert row[SPAN_COLUMN_NAMES.index("lead_time_ms")] is None  # not exact without ts_exact
@@ -153,7 +153,7 @@ def test_shared_span_id_first_session_keeps_it_newcomer_is_namespaced(
     collisions = {r.session_id: r.collisions for r in summary.results}
     assert ("task", "old") in collisions["resumed"]
     # Rebuilding again changes nothing: ownership is stable.
-    assert rebuild_store(path).written == 0
+    assert rebuild_store(path).spans_written == 0
 
 
 BAD_VALUES = [
@@ -193,7 +193,7 @@ def test_bad_row_is_skipped_with_reason_and_everything_else_rebuilt(
     assert [(s.session_id, s.seq, s.reason) for s in skipped] == [
         ("mixed", value if column == "seq" else 99, reason)
     ]
-    assert summary.skipped == 1
+    assert summary.skipped_rows == 1
     spans = span_table(conn)
     assert "bad" not in spans
     assert {"task", "read", "edit", "bash", "m-task", "m-read", "m-edit", "m-bash"} <= set(spans)
@@ -255,7 +255,7 @@ def test_hostile_payloads_do_not_stop_the_rebuild(
     insert_events(conn, [Event("s1", 60, 1060, K.TOOL_CALL, tool="Read", tool_call_id="x",
                                payload=payload)])  # fmt: skip
     summary = rebuild_store(path)
-    assert summary.skipped == 0
+    assert summary.skipped_rows == 0
     paths = [p for s, p in path_rows(conn) if s == "x"]
     assert paths == (["/big"] if payload.startswith("{") else [])
 

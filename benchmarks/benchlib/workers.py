@@ -67,11 +67,11 @@ def rebuild(db: str) -> dict[str, Any]:
     return {
         "seconds": time.perf_counter() - started,
         "sessions": summary.sessions,
-        "rows": summary.rows,
+        "rows": summary.events,
         "spans": summary.spans,
-        "spans_written": summary.written,
-        "spans_deleted": summary.deleted,
-        "skipped_rows": summary.skipped,
+        "spans_written": summary.spans_written,
+        "spans_deleted": summary.spans_deleted,
+        "skipped_rows": summary.skipped_rows,
     }
 
 

@@ -79,23 +79,23 @@ def run(args: argparse.Namespace) -> int:
                     reason="session_id is not readable TEXT")  # fmt: skip
     figures = {
         "sessions": summary.sessions,
-        "events": summary.rows,
+        "events": summary.events,
         "spans": summary.spans,
-        "spans_written": summary.written,
-        "spans_deleted": summary.deleted,
+        "spans_written": summary.spans_written,
+        "spans_deleted": summary.spans_deleted,
         "sessions_removed": summary.vanished,
-        "skipped_rows": summary.skipped,
+        "skipped_rows": summary.skipped_rows,
         "seconds": round(summary.seconds, 3),
     }
     if args.json:
         print_json(figures)
     else:
         print(
-            f"rebuilt {summary.sessions} sessions: {summary.rows} events, {summary.spans} spans "
-            f"({summary.written} written, {summary.deleted} deleted), "
-            f"{summary.skipped} rows skipped, in {summary.seconds:.2f} s"
+            f"rebuilt {summary.sessions} sessions: {summary.events} events, {summary.spans} spans "
+            f"({summary.spans_written} written, {summary.spans_deleted} deleted), "
+            f"{summary.skipped_rows} rows skipped, in {summary.seconds:.2f} s"
         )
-    return EXIT_PROBLEMS if summary.skipped else EXIT_OK
+    return EXIT_PROBLEMS if summary.skipped_rows else EXIT_OK
 
 
 def _reporter(log: Any, bar: Progress | None) -> Callable[[SessionResult, int, int], None]:

@@ -33,6 +33,7 @@ from spanwatch.logs import configure_logging
 from spanwatch.settings import Settings, SettingsError
 from spanwatch.store.connection import is_busy
 from spanwatch.store.errors import StoreBusyError, StoreError, advice
+from spanwatch.store.rebuild import Tally
 
 T = TypeVar("T")
 
@@ -77,7 +78,7 @@ class Daemon:
         self._link: StoreLink | None = None
         self._next_reconcile = 0.0
         self._waiting_logged = False
-        self._totals = BatchReport()
+        self._totals = Tally()
 
     @property
     def should_exit(self) -> bool:
@@ -267,7 +268,7 @@ class Daemon:
             self.debouncer.mark(session_id, now)
             if session_id in flags:
                 self._flags.setdefault(session_id, flags[session_id])
-        self._add_totals(report)
+        self._totals.merge(report)
         self.log.info(
             "batch",
             sessions=report.sessions,
@@ -464,14 +465,6 @@ class Daemon:
     def _timing(self) -> dict[str, Any]:
         s = self.settings
         return {"debounce_ms": s.debounce_ms, "max_delay_ms": s.max_delay_ms}
-
-    def _add_totals(self, report: BatchReport) -> None:
-        t = self._totals
-        t.sessions += report.sessions
-        t.events += report.events
-        t.spans_written += report.spans_written
-        t.spans_deleted += report.spans_deleted
-        t.skipped_rows += report.skipped_rows
 
     def _status_text(self) -> str:
         t = self._totals

@@ -22,7 +22,7 @@ from spanwatch.store import marks, triggers
 from spanwatch.store.connection import data_version, open_store
 from spanwatch.store.errors import StoreBusyError
 from spanwatch.store.problems import log_problems
-from spanwatch.store.rebuild import Rebuilder, SessionResult
+from spanwatch.store.rebuild import Rebuilder, SessionResult, Tally
 from spanwatch.store.schema import ensure_schema
 
 #: Rows looked at per step of the new-rows scan; a backlog is taken in steps.
@@ -44,15 +44,9 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 
 
 @dataclass(slots=True)
-class BatchReport:
+class BatchReport(Tally):
     """What one batch of session rebuilds did, for the log line and the status."""
 
-    sessions: int = 0
-    events: int = 0
-    spans_written: int = 0
-    spans_deleted: int = 0
-    skipped_rows: int = 0
-    incremental: int = 0
     busy: list[str] = field(default_factory=list)
     """Sessions whose write gave up on a locked store: to be tried again."""
     failed: list[str] = field(default_factory=list)
@@ -208,12 +202,7 @@ class StoreLink:
 
     def _count(self, report: BatchReport, result: SessionResult) -> None:
         log_problems(self.log, result)
-        report.sessions += 1
-        report.events += result.rows_read
-        report.spans_written += result.upserted
-        report.spans_deleted += result.deleted
-        report.skipped_rows += len(result.skipped)
-        report.incremental += result.mode == "incremental"
+        report.add(result)
         self.log.debug(
             "session rebuilt",
             session_id=result.session_id,

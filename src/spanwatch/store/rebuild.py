@@ -374,20 +374,49 @@ def _position(event: Event) -> tuple[int, int]:
 
 
 @dataclass(slots=True)
-class StoreSummary:
-    """Totals of a rebuild of many sessions."""
+class Tally:
+    """Counts over many session rebuilds: a one-shot rebuild's, a daemon batch's."""
 
     sessions: int = 0
-    rows: int = 0
-    spans: int = 0
-    written: int = 0
-    deleted: int = 0
-    skipped: int = 0
+    """Sessions rebuilt (vanished ones are counted apart)."""
     vanished: int = 0
+    incremental: int = 0
+    events: int = 0
+    """Event rows read."""
+    spans: int = 0
+    spans_written: int = 0
+    spans_deleted: int = 0
+    skipped_rows: int = 0
+
+    def add(self, result: SessionResult) -> None:
+        self.sessions += result.mode != "vanished"
+        self.vanished += result.mode == "vanished"
+        self.incremental += result.mode == "incremental"
+        self.events += result.rows_read
+        self.spans += result.spans
+        self.spans_written += result.upserted
+        self.spans_deleted += result.deleted
+        self.skipped_rows += len(result.skipped)
+
+    def merge(self, other: Tally) -> None:
+        self.sessions += other.sessions
+        self.vanished += other.vanished
+        self.incremental += other.incremental
+        self.events += other.events
+        self.spans += other.spans
+        self.spans_written += other.spans_written
+        self.spans_deleted += other.spans_deleted
+        self.skipped_rows += other.skipped_rows
+
+
+@dataclass(slots=True)
+class StoreSummary(Tally):
+    """What a rebuild of many sessions did."""
+
     seconds: float = 0.0
     results: list[SessionResult] = field(default_factory=list)
     unreadable_rows: list[tuple[int, object]] = field(default_factory=list)
-    """(id, seq) of rows whose session_id is not readable TEXT (counted in `skipped`)."""
+    """(id, seq) of rows whose session_id is not readable TEXT (counted in `skipped_rows`)."""
 
 
 def rebuild_store(
@@ -417,16 +446,10 @@ def rebuild_store(
         else:
             todo = list(dict.fromkeys(sessions))
         rebuilder = Rebuilder(conn, write_batch_rows=5000)
-        summary = StoreSummary(unreadable_rows=unreadable, skipped=len(unreadable))
+        summary = StoreSummary(unreadable_rows=unreadable, skipped_rows=len(unreadable))
         for done, session_id in enumerate(todo, start=1):
             result = rebuilder.rebuild(session_id)
-            summary.sessions += result.mode != "vanished"
-            summary.vanished += result.mode == "vanished"
-            summary.rows += result.rows_read
-            summary.spans += result.spans
-            summary.written += result.upserted
-            summary.deleted += result.deleted
-            summary.skipped += len(result.skipped)
+            summary.add(result)
             if keep_results:
                 summary.results.append(result)
             if on_session is not None:

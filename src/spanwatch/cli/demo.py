@@ -48,9 +48,9 @@ from spanwatch.simulate.agent import (
     prepare_store,
     write_live,
 )
-from spanwatch.store.connection import open_store
+from spanwatch.store.connection import has_table, open_store
 from spanwatch.store.errors import StoreError
-from spanwatch.store.schema import events_shape, has_table
+from spanwatch.store.schema import events_shape
 from spanwatch.store.status import store_status
 from spanwatch.store.verify import check_store
 

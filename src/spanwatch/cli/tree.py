@@ -24,9 +24,8 @@ from spanwatch.cli.common import (
     subcommand,
 )
 from spanwatch.cli.render_tree import SessionTree, SpanView, build_tree, render_tree, tree_json
-from spanwatch.store.connection import open_store, read_snapshot
+from spanwatch.store.connection import has_table, open_store, read_snapshot
 from spanwatch.store.errors import StoreError
-from spanwatch.store.schema import has_table
 
 EXAMPLE = """\
 examples:

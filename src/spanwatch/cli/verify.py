@@ -15,9 +15,9 @@ from spanwatch.cli.common import (
     print_json,
     subcommand,
 )
-from spanwatch.store.connection import open_store
+from spanwatch.store.connection import has_table, open_store
 from spanwatch.store.errors import StoreError
-from spanwatch.store.schema import events_shape, has_table
+from spanwatch.store.schema import events_shape
 from spanwatch.store.verify import SessionCheck, check_store
 
 EXAMPLE = """\

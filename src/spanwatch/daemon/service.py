@@ -31,7 +31,7 @@ from spanwatch.daemon.store_link import BatchReport, StoreLink, file_identity
 from spanwatch.daemon.wakeups import StoreWakeups
 from spanwatch.logs import configure_logging
 from spanwatch.settings import Settings, SettingsError
-from spanwatch.store.connection import is_busy
+from spanwatch.store.connection import has_table, is_busy
 from spanwatch.store.errors import StoreBusyError, StoreError, advice
 from spanwatch.store.rebuild import Tally
 
@@ -198,16 +198,14 @@ class Daemon:
         try:
             conn = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True)
             try:
-                row = conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-                ).fetchone()
+                exists = has_table(conn, "events")
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
             if is_busy(exc):
                 raise StoreBusyError(f"{self.db} is locked by another writer") from exc
             raise StoreError(f"{self.db} is not a usable SQLite database ({exc})") from exc
-        return row is not None
+        return exists
 
     async def _disconnect(self) -> None:
         link, self._link = self._link, None

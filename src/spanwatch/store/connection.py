@@ -58,9 +58,7 @@ def open_store(
         # and spans and their watermark are lost together, so the next start
         # simply rebuilds them.
         conn.execute("PRAGMA synchronous = NORMAL")
-        has_events = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-        ).fetchone()
+        has_events = has_table(conn, "events")
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"{path} is not a usable SQLite database ({exc})") from exc
@@ -115,6 +113,13 @@ def fetch_all(
         return conn.execute(sql, params).fetchall()
     finally:
         conn.text_factory = str
+
+
+def has_table(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return row is not None
 
 
 def data_version(conn: sqlite3.Connection) -> int:

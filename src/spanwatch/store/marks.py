@@ -172,16 +172,3 @@ def unreadable_session_rows(conn: sqlite3.Connection) -> list[tuple[int, object]
                 conn, f"SELECT id, seq FROM events WHERE session_id = {match}", (session_id,)
             )
     return rows
-
-
-def get_state(conn: sqlite3.Connection, key: str) -> object:
-    row = conn.execute("SELECT value FROM spanwatch_state WHERE key = ?", (key,)).fetchone()
-    return None if row is None else row[0]
-
-
-def set_state(conn: sqlite3.Connection, key: str, value: object) -> None:
-    conn.execute(
-        "INSERT INTO spanwatch_state (key, value) VALUES (?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )

@@ -46,7 +46,6 @@ _CREATE = (
     "session_id TEXT PRIMARY KEY, max_seq INTEGER, row_count INTEGER NOT NULL, "
     "max_id INTEGER NOT NULL, span_count INTEGER NOT NULL, skipped_rows INTEGER NOT NULL, "
     "rebuilt_at_ms INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS spanwatch_state (key TEXT PRIMARY KEY, value)",
 )
 #: Created once an older tool_spans has all its columns.
 _INDEXES = (
@@ -84,13 +83,6 @@ def ensure_schema(conn: sqlite3.Connection, *, retry_for_s: float = 30.0) -> lis
 
 def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-
-
-def has_table(conn: sqlite3.Connection, table: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-    ).fetchone()
-    return row is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from spanwatch.store.connection import fetch_all, read_snapshot
-from spanwatch.store.schema import has_table
+from spanwatch.store.connection import fetch_all, has_table, read_snapshot
 
 
 @dataclass(frozen=True, slots=True)

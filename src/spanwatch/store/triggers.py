@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from spanwatch.store.connection import fetch_all, write_transaction
+from spanwatch.store.connection import fetch_all, has_table, write_transaction
 
-DIRTY_TABLE = "spanwatch_dirty"
 TRIGGER_NAMES = ("spanwatch_events_insert", "spanwatch_events_update", "spanwatch_events_delete")
 
 _FLAG = (
@@ -53,7 +52,7 @@ def install_triggers(conn: sqlite3.Connection) -> bool:
 
 def remove_triggers(conn: sqlite3.Connection) -> bool:
     """Drop the triggers and the flag table. True if anything was there."""
-    had = triggers_installed(conn) or _has_dirty_table(conn)
+    had = triggers_installed(conn) or has_table(conn, "spanwatch_dirty")
     with write_transaction(conn):
         for name in TRIGGER_NAMES:
             conn.execute(f"DROP TRIGGER IF EXISTS {name}")
@@ -72,7 +71,7 @@ def triggers_installed(conn: sqlite3.Connection) -> bool:
 
 def flagged_sessions(conn: sqlite3.Connection) -> dict[str, int]:
     """Sessions the triggers flagged, with the counter to clear them at."""
-    if not _has_dirty_table(conn):
+    if not has_table(conn, "spanwatch_dirty"):
         return {}
     rows = fetch_all(conn, "SELECT session_id, version FROM spanwatch_dirty")
     return {session_id: version for session_id, version in rows if isinstance(session_id, str)}
@@ -83,10 +82,3 @@ def clear_flag(conn: sqlite3.Connection, session_id: str, version: int) -> None:
     conn.execute(
         "DELETE FROM spanwatch_dirty WHERE session_id = ? AND version = ?", (session_id, version)
     )
-
-
-def _has_dirty_table(conn: sqlite3.Connection) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'spanwatch_dirty'"
-    ).fetchone()
-    return row is not None

@@ -727,6 +727,44 @@ def test_serde_refusal_under_an_overwritten_duplicate_key_still_nulls_payload() 
     assert Stream().hook(1, text).spans() == {}
 
 
+@pytest.mark.parametrize("extra", REFUSED)
+@pytest.mark.parametrize(
+    "neighbour",
+    [
+        pytest.param('"note":"a: b :c"', id="colons-in-strings"),
+        pytest.param('"note":"caf\\u00e9: x"', id="colons-and-unicode-escape"),
+        pytest.param('"note":"\\u003a\\u003a"', id="escaped-colons"),
+        pytest.param('"note":"{\\"k\\":1}"', id="escaped-quote-colon"),
+        pytest.param('"note" : "spaced"', id="space-before-colon"),
+    ],
+)
+def test_refused_value_behind_a_duplicate_key_nulls_payload_whatever_its_neighbours(
+    extra: str, neighbour: str
+) -> None:
+    # The overwritten value never reaches the parsed payload, and colons inside
+    # strings must not hide the duplicate from the check that finds it.
+    text = hook_text(f'{neighbour},{extra},"x":1')
+    assert parse_payload(text) is None
+    assert Stream().hook(1, text).spans() == {}
+
+
+@pytest.mark.parametrize(
+    "text, paths",
+    [
+        pytest.param('{"transcript_path":"t.jsonl","filepath":"f"}', [], id="keys-ending-in-path"),
+        pytest.param('{"path" : "spaced.py"}', ["spaced.py"], id="space-before-colon"),
+        pytest.param(
+            json.dumps({"out": " \n" + json.dumps({"x": json.dumps({"file": "two.py"})})}),
+            ["two.py"],
+            id="json-two-strings-deep-after-whitespace",
+        ),
+        pytest.param('{"a":"x:y","a":"z","path":"kept.py"}', ["kept.py"], id="harmless-duplicate"),
+    ],
+)
+def test_paths_found_exactly_where_path_keys_are(text: str, paths: list[str]) -> None:
+    assert paths_from_payload(text) == paths
+
+
 @pytest.mark.parametrize(
     "text",
     [

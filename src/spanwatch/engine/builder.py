@@ -24,7 +24,7 @@ from spanwatch.engine.payload import (
     hook_kind,
     hook_tool,
     may_be_tool_hook,
-    may_name_path,
+    payload_paths,
 )
 
 
@@ -130,8 +130,7 @@ class SessionSpans:
         span.call_start_ms = event.ts_ms
         span.call_start_exact = event.ts_exact
         self._take_usage(span, event)
-        if may_name_path(event.payload):
-            span.paths.update(Payload(event.payload).paths())
+        span.paths.update(payload_paths(event.payload))
         span.has_call = True
         self._index(span)
         self.touched.add(span_id)
@@ -143,8 +142,7 @@ class SessionSpans:
         span.result_end_ms = event.ts_ms
         span.result_end_exact = event.ts_exact
         self._take_usage(span, event)
-        if may_name_path(event.payload):
-            span.paths.update(Payload(event.payload).paths())
+        span.paths.update(payload_paths(event.payload))
         span.has_end = True
         self.touched.add(span.span_id)
 

@@ -6,11 +6,16 @@ everything that matters here (NaN and Infinity rejected, numbers beyond the
 double range rejected, unpaired surrogate escapes rejected, no trailing
 content) except nesting depth: serde_json refuses 128 levels or more, orjson
 allows more; and numbers at the very top of the double range, where serde_json's
-arithmetic is not correctly rounded (see `serde_numbers`). The depth is checked
-on the text, not on the parsed value: serde counts it while parsing, so a deep
-value under a key that a later duplicate overwrites still fails, though the
-parsed value no longer holds it. A number at the edge of the range sends the
-text to a slow exact parse (the stdlib parser with serde_json's rules added).
+arithmetic is not correctly rounded (see `serde_numbers`). Both are checked on
+the parsed value while it is walked for paths. serde checks them while
+parsing, so a deep value or an edge number under a key that a later duplicate
+overwrites still fails, though the parsed value no longer holds it: texts with
+duplicate keys that could hide either, and texts with an edge number, go to a
+slow exact parse (the stdlib parser with serde_json's rules added).
+
+This runs on every payload of a rebuild, so the text is looked at first:
+payloads that cannot name a path key are not walked for paths, and tool
+calls and results that cannot are not parsed at all.
 """
 
 from __future__ import annotations
@@ -37,9 +42,19 @@ _MIN_PATH_JSON = len('{"file":"x"}')
 #: Numbers, booleans and null parse too, but hold nothing, so are not tried.
 _CONTAINER_STARTS = frozenset('{["')
 _JSON_SPACE = " \t\n\r"
+#: First characters of a string worth a closer look for JSON within.
+_JSON_STARTS = _CONTAINER_STARTS | frozenset(_JSON_SPACE)
 
 
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+#: A path key in quotes; the closing quote is escaped once per level of
+#: JSON-in-a-string (the opening one too, but its backslashes come before it).
+_PATH_KEY = re.compile('"(?:' + "|".join(sorted(PATH_KEYS)) + r')\\*"')
+
+#: Where a number of magnitude 2**64 or more could be: 20 digits in a row, or
+#: a digit before an exponent. Without either, no number can reach EDGE.
+_MAY_BE_BIG = re.compile(r"[0-9]{20}|[0-9][eE]")
 
 
 class Payload:
@@ -51,8 +66,8 @@ class Payload:
 
     __slots__ = ("_paths", "value")
 
-    def __init__(self, text: str) -> None:
-        value, paths = _parse(text)
+    def __init__(self, text: str, *, names_path: bool | None = None) -> None:
+        value, paths = _parse(text, names_path)
         self._paths: list[str] | None = paths
         self.value: Any = value
 
@@ -68,10 +83,17 @@ class Payload:
 def may_name_path(text: str) -> bool:
     """False when no key of PATH_KEYS can occur in the payload, at any depth.
 
-    Every path key contains "path" or "file"; a key spelled with \\u escapes
-    shows a backslash-u. Texts without any of these need no parse for paths.
+    A path key shows in the text between quotes, or, spelled with \\u escapes,
+    as a backslash-u. Texts with neither need no parse or walk for paths.
     """
-    return "path" in text or "file" in text or "\\u" in text
+    return _PATH_KEY.search(text) is not None or "\\u" in text
+
+
+def payload_paths(text: str) -> list[str]:
+    """The paths a payload names, unsorted, possibly repeated; parsed only if it may name one."""
+    if not may_name_path(text):
+        return []
+    return Payload(text, names_path=True).paths()
 
 
 def may_be_tool_hook(text: str) -> bool:
@@ -120,34 +142,69 @@ def hook_tool(value: Any) -> str | None:
     return None
 
 
-def _parse(text: str) -> tuple[Any, list[str] | None]:
-    """serde_json::from_str (None where it fails) and, for containers, the paths within."""
+def _parse(text: str, names_path: bool | None = None) -> tuple[Any, list[str] | None]:
+    """serde_json::from_str (None where it fails) and, for containers, the paths within.
+
+    The parsed value is walked once for paths (skipped where the text names
+    no path key), depth and numbers at the edge of the range. A duplicate key
+    can hide a value the walk never sees; that matters only where the text
+    could hold an edge number or nest too deep, and then the exact parse
+    decides.
+    """
     value = _loads(text)
     if not isinstance(value, dict | list):
         return value, None
-    paths: list[str] = []
-    members = [0]
-    if _walk(value, paths, members) or _may_hide_values(text, members[0]):
-        # A number at the edge of the range, or a duplicate key whose earlier
-        # value the parse dropped unseen: let serde_json's rules decide.
+    if names_path is None:
+        names_path = may_name_path(text)
+    walk = _Walk(collect=names_path)
+    if not walk.container(value, 1):
+        return None, None
+    if walk.edge or _may_hide_values(text, value, walk.members):
         value = _loads_exact(text)
         if not isinstance(value, dict | list):
             return value, None
-        paths = []
-        _walk(value, paths, members)
-    return value, paths
+        walk = _Walk(collect=True)
+        walk.container(value, 1)
+    return value, walk.paths
 
 
-def _may_hide_values(text: str, members: int) -> bool:
-    """Whether the text has more object members than the parsed value: duplicate keys.
+def _may_hide_values(text: str, value: dict[str, Any] | list[Any], members: int) -> bool:
+    """Whether duplicate keys may hide a value that serde_json would refuse.
 
-    Every member has one colon outside strings, so the colon count of the
-    whole text is a cheap upper bound; only when it exceeds `members` are the
-    colons outside strings counted exactly.
+    Only an edge number or nesting too deep can be refused there (orjson
+    refuses all else serde does, hidden or not). Each object member in the
+    text has one colon outside strings; every other colon is a character of a
+    string. So with no duplicates, the text's colons are the parsed value's
+    members plus the colons in its strings, and any more mean duplicates
+    (unless \\u escapes spell colons: then colons outside strings are counted).
     """
-    if text.count(":") <= members:
+    colons = text.count(":")
+    if colons <= members:
         return False
-    return _outside_strings(text).count(":") > members
+    if "\\u" in text:
+        duplicates = _outside_strings(text).count(":") > members
+    else:
+        duplicates = colons > members + _string_colons(value)
+    if not duplicates:
+        return False
+    return text.count("[") + text.count("{") >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
+
+
+def _string_colons(value: dict[str, Any] | list[Any]) -> int:
+    """Colons in the keys and strings of a parsed container, at any depth."""
+    if type(value) is dict:
+        colons = "".join(value).count(":")
+        items: Iterable[Any] = value.values()
+    else:
+        colons = 0
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            colons += item.count(":")
+        elif kind is dict or kind is list:
+            colons += _string_colons(item)
+    return colons
 
 
 def _loads(text: str) -> Any:
@@ -158,8 +215,6 @@ def _loads(text: str) -> Any:
         return _loads_exact(text) if "infinity" in str(exc) else None
     except RecursionError:
         return None
-    if isinstance(value, dict | list):
-        return None if _too_deep(text) else value
     if isinstance(value, float) and abs(value) >= EDGE:
         return _loads_exact(text)
     return value
@@ -262,31 +317,47 @@ def _outside_strings(text: str) -> str:
     return "".join(unescaped.split('"')[0::2])
 
 
-def _walk(value: dict[str, Any] | list[Any], out: list[str], members: list[int]) -> bool:
-    """Collect paths from a container; True if a number at the edge of the range was seen.
+class _Walk:
+    """One walk over a parsed container: paths (if collected), members, depth, edge numbers.
 
-    `members[0]` counts the object members walked. The container's depth is
-    already known to be within serde_json's limit.
     This is the hottest loop of a rebuild, hence `type(...) is` over isinstance.
     """
-    edge = False
-    if type(value) is dict:
-        members[0] += len(value)
-        pairs: Iterable[tuple[str | None, Any]] = value.items()
-    else:
-        pairs = ((None, item) for item in value)
-    for key, item in pairs:
-        kind = type(item)
-        if kind is str:
-            if item and key in PATH_KEYS:
-                out.append(item)
-            if len(item) >= _MIN_PATH_JSON:
-                _walk_string(item, out)
-        elif kind is dict or kind is list:
-            edge = _walk(item, out, members) or edge
-        elif kind is float and not -EDGE < item < EDGE:
-            edge = True
-    return edge
+
+    __slots__ = ("collect", "edge", "members", "paths")
+
+    def __init__(self, *, collect: bool) -> None:
+        self.collect = collect
+        self.paths: list[str] = []
+        self.members = 0
+        """Object members walked, to compare with the text's (duplicate keys)."""
+        self.edge = False
+        """Whether a number at the edge of the range was seen."""
+
+    def container(self, value: dict[str, Any] | list[Any], depth: int) -> bool:
+        """Walk `value`, nested `depth` deep; False if it nests as deep as serde refuses."""
+        if depth >= MAX_DEPTH:
+            return False
+        if type(value) is dict:
+            self.members += len(value)
+            pairs: Iterable[tuple[str | None, Any]] = value.items()
+        else:
+            pairs = ((None, item) for item in value)
+        collect = self.collect
+        paths = self.paths
+        for key, item in pairs:
+            kind = type(item)
+            if kind is str:
+                if collect:
+                    if item and key in PATH_KEYS:
+                        paths.append(item)
+                    if len(item) >= _MIN_PATH_JSON and item[0] in _JSON_STARTS:
+                        _walk_string(item, paths)
+            elif kind is dict or kind is list:
+                if not self.container(item, depth + 1):
+                    return False
+            elif kind is float and not -EDGE < item < EDGE:
+                self.edge = True
+        return True
 
 
 def _walk_string(text: str, out: list[str]) -> None:
@@ -295,9 +366,9 @@ def _walk_string(text: str, out: list[str]) -> None:
     if first in _JSON_SPACE:
         stripped = text.lstrip(_JSON_SPACE)
         first = stripped[0] if stripped else ""
-    if first not in _CONTAINER_STARTS:
+    if first not in _CONTAINER_STARTS or not may_name_path(text):
         return
-    inner, paths = _parse(text)
+    inner, paths = _parse(text, names_path=True)
     if isinstance(inner, str):
         if inner:
             _walk_string(inner, out)

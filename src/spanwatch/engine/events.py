@@ -45,9 +45,12 @@ U32_MAX = 2**32 - 1
 U64_MOD = 2**64
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Event:
     """One row of `events`, as the span engine sees it.
+
+    Not frozen, though never changed: a rebuild makes one per row, and a frozen
+    dataclass takes five times as long to make.
 
     `seq` keeps the stored (signed) value; the reference reads it as `u64`, which
     only shows in synthetic span ids (see `synthetic_span_id`). `ts_ms` is never

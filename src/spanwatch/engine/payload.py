@@ -83,10 +83,11 @@ class Payload:
 def may_name_path(text: str) -> bool:
     """False when no key of PATH_KEYS can occur in the payload, at any depth.
 
-    A path key shows in the text between quotes, or, spelled with \\u escapes,
-    as a backslash-u. Texts with neither need no parse or walk for paths.
+    A path key shows in the text between quotes, or, where a letter of it or
+    a quote or backslash around it is spelled as an escape, as `\\u00` (all
+    of those are below U+0100). Texts with neither need no parse or walk for paths.
     """
-    return _PATH_KEY.search(text) is not None or "\\u" in text
+    return _PATH_KEY.search(text) is not None or "\\u00" in text
 
 
 def payload_paths(text: str) -> list[str]:
@@ -159,7 +160,7 @@ def _parse(text: str, names_path: bool | None = None) -> tuple[Any, list[str] | 
     walk = _Walk(collect=names_path)
     if not walk.container(value, 1):
         return None, None
-    if walk.edge or _may_hide_values(text, value, walk.members):
+    if walk.edge or _may_hide_values(text, walk):
         value = _loads_exact(text)
         if not isinstance(value, dict | list):
             return value, None
@@ -168,7 +169,7 @@ def _parse(text: str, names_path: bool | None = None) -> tuple[Any, list[str] | 
     return value, walk.paths
 
 
-def _may_hide_values(text: str, value: dict[str, Any] | list[Any], members: int) -> bool:
+def _may_hide_values(text: str, walk: _Walk) -> bool:
     """Whether duplicate keys may hide a value that serde_json would refuse.
 
     Only an edge number or nesting too deep can be refused there (orjson
@@ -176,35 +177,18 @@ def _may_hide_values(text: str, value: dict[str, Any] | list[Any], members: int)
     text has one colon outside strings; every other colon is a character of a
     string. So with no duplicates, the text's colons are the parsed value's
     members plus the colons in its strings, and any more mean duplicates
-    (unless \\u escapes spell colons: then colons outside strings are counted).
+    (unless `\\u003a` escapes spell colons: then colons outside strings are counted).
     """
     colons = text.count(":")
-    if colons <= members:
+    if colons <= walk.members:
         return False
-    if "\\u" in text:
-        duplicates = _outside_strings(text).count(":") > members
+    if "\\u003" in text:
+        duplicates = _outside_strings(text).count(":") > walk.members
     else:
-        duplicates = colons > members + _string_colons(value)
+        duplicates = colons > walk.members + walk.string_colons
     if not duplicates:
         return False
     return text.count("[") + text.count("{") >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
-
-
-def _string_colons(value: dict[str, Any] | list[Any]) -> int:
-    """Colons in the keys and strings of a parsed container, at any depth."""
-    if type(value) is dict:
-        colons = "".join(value).count(":")
-        items: Iterable[Any] = value.values()
-    else:
-        colons = 0
-        items = value
-    for item in items:
-        kind = type(item)
-        if kind is str:
-            colons += item.count(":")
-        elif kind is dict or kind is list:
-            colons += _string_colons(item)
-    return colons
 
 
 def _loads(text: str) -> Any:
@@ -323,7 +307,7 @@ class _Walk:
     This is the hottest loop of a rebuild, hence `type(...) is` over isinstance.
     """
 
-    __slots__ = ("collect", "edge", "members", "paths")
+    __slots__ = ("collect", "edge", "members", "paths", "string_colons")
 
     def __init__(self, *, collect: bool) -> None:
         self.collect = collect
@@ -332,6 +316,8 @@ class _Walk:
         """Object members walked, to compare with the text's (duplicate keys)."""
         self.edge = False
         """Whether a number at the edge of the range was seen."""
+        self.string_colons = 0
+        """Colons inside the keys and strings walked (duplicate keys, again)."""
 
     def container(self, value: dict[str, Any] | list[Any], depth: int) -> bool:
         """Walk `value`, nested `depth` deep; False if it nests as deep as serde refuses."""
@@ -339,14 +325,17 @@ class _Walk:
             return False
         if type(value) is dict:
             self.members += len(value)
+            colons = "".join(value).count(":")
             pairs: Iterable[tuple[str | None, Any]] = value.items()
         else:
+            colons = 0
             pairs = ((None, item) for item in value)
         collect = self.collect
         paths = self.paths
         for key, item in pairs:
             kind = type(item)
             if kind is str:
+                colons += item.count(":")
                 if collect:
                     if item and key in PATH_KEYS:
                         paths.append(item)
@@ -357,6 +346,7 @@ class _Walk:
                     return False
             elif kind is float and not -EDGE < item < EDGE:
                 self.edge = True
+        self.string_colons += colons
         return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -30,8 +31,14 @@ examples:
   spanwatch rebuild --db ~/.local/share/agent/events.db
   spanwatch rebuild --db events.db --session 3f2a9c --session 77b0e1 --json
 
+  spanwatch rebuild --db events.db --jobs 1     # no worker processes
+
 exit codes: 0 done, 1 done but some rows were skipped (see the log), 2 usage or store error
 """
+
+
+#: Beyond this many workers the one writing process is the limit.
+MAX_DEFAULT_JOBS = 4
 
 
 def add_parser(subparsers: Any) -> None:
@@ -49,8 +56,30 @@ def add_parser(subparsers: Any) -> None:
         metavar="ID",
         help="rebuild only this session (repeatable); default: every session",
     )
+    parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=default_jobs(),
+        metavar="N",
+        help="worker processes that read and build sessions while one process writes "
+        "(default: one per CPU, here %(default)s; 1: no workers)",
+    )
     add_json_option(parser)
     parser.set_defaults(handler=run)
+
+
+def default_jobs() -> int:
+    return min(os.cpu_count() or 1, MAX_DEFAULT_JOBS)
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return jobs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with progress as bar:
             on_session = _reporter(log, bar)
-            summary = rebuild_store(args.db, args.session, on_session=on_session)
+            summary = rebuild_store(args.db, args.session, on_session=on_session, jobs=args.jobs)
     except StoreError as exc:
         return fail(str(exc))
     for row_id, seq in summary.unreadable_rows:

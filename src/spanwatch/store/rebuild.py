@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -28,6 +28,7 @@ from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import RetryHook, open_store, read_snapshot, write_transaction
 from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
 from spanwatch.store.marks import SessionMark
+from spanwatch.store.prepare import PreparedSession, prepared_sessions
 from spanwatch.store.schema import ensure_schema, events_shape
 
 #: New rows of a cached session are found by a rowid range scan (rather than by
@@ -41,6 +42,12 @@ ROWID_SCAN_COST = 4
 #: on purpose: evicting a long session costs a full read of it on its next
 #: change, which holds up every other session's rebuild meanwhile.
 MAX_CACHED_SPANS = 150_000
+
+#: SQLite page cache of a one-shot rebuild: 64 MiB (a negative size is in KiB).
+REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"
+
+#: Worker processes pay off from this many sessions on (they take ~0.3 s to start).
+PARALLEL_MIN_SESSIONS = 32
 
 
 @dataclass(slots=True)
@@ -210,6 +217,36 @@ class Rebuilder:
             ):
                 _, evicted = self._cache.popitem(last=False)
                 self._cached_spans -= len(evicted.spans.spans)
+        return result
+
+    def rebuild_prepared(self, prepared: PreparedSession) -> SessionResult:
+        """Write a session that a worker read and built in full (see `store.prepare`).
+
+        The result is what `rebuild` gives. A session whose span ids another
+        session owns is rebuilt here instead: its stored ids depend on that.
+        """
+        session_id = prepared.session_id
+        self.forget(session_id)
+        if prepared.mark.row_count == 0:
+            return self._vanish(session_id, None)
+        stored = span_rows.stored_rows(self.conn, session_id)
+        if _claimed_elsewhere(
+            self.conn, session_id, prepared.span_ids, stored=stored,
+            owned_elsewhere={}, pending_owners=self._pending_owners,
+        ):  # fmt: skip
+            return self.rebuild(session_id)
+        result = SessionResult(
+            session_id, "full", prepared.rows_read, len(prepared.span_ids),
+            skipped=prepared.skipped, token_notes=prepared.token_notes,
+        )  # fmt: skip
+        diff = span_rows.diff_built_rows(stored, prepared.rows)
+        result.upserted = len(diff.upserts)
+        result.deleted = len(diff.deletes)
+        if diff or prepared.mark != marks.read_mark(self.conn, session_id):
+            self._queue(
+                _Write(session_id, diff, prepared.mark, result.spans, len(prepared.skipped))
+            )
+            result.wrote = True
         return result
 
     def flush(self) -> None:
@@ -426,16 +463,21 @@ def rebuild_store(
     on_session: Callable[[SessionResult, int, int], None] | None = None,
     busy_timeout_ms: int = 5000,
     keep_results: bool = False,
+    jobs: int = 1,
 ) -> StoreSummary:
     """Rebuild the named sessions, or every session (and drop spans of vanished ones).
 
     Sessions are rebuilt in order of first appearance, so when two sessions
     share a span id the older one keeps it. `on_session(result, done, total)`
-    is called after each session.
+    is called after each session. With `jobs` > 1, that many worker processes
+    read and build sessions while this one writes (for many sessions only).
     """
     started = time.perf_counter()
     conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms)
     try:
+        # Index pages of tool_spans stay cached for a one-shot rebuild that
+        # writes rows all over them (SQLite's default keeps 2 MB).
+        conn.execute(REBUILD_CACHE_PRAGMA)
         ensure_schema(conn)
         unreadable: list[tuple[int, object]] = []
         if sessions is None:
@@ -447,8 +489,15 @@ def rebuild_store(
             todo = list(dict.fromkeys(sessions))
         rebuilder = Rebuilder(conn, write_batch_rows=5000)
         summary = StoreSummary(unreadable_rows=unreadable, skipped_rows=len(unreadable))
-        for done, session_id in enumerate(todo, start=1):
-            result = rebuilder.rebuild(session_id)
+        results: Iterator[SessionResult]
+        if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
+            prepared = prepared_sessions(
+                Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms
+            )
+            results = map(rebuilder.rebuild_prepared, prepared)
+        else:
+            results = map(rebuilder.rebuild, todo)
+        for done, result in enumerate(results, start=1):
             summary.add(result)
             if keep_results:
                 summary.results.append(result)

@@ -109,16 +109,29 @@ def diff_rows(
     missing from it are deleted; otherwise it is only the spans that may have
     changed, and nothing is deleted.
     """
+    return diff_built_rows(
+        stored, [(record_row(record), record.paths) for record in records], complete=complete
+    )
+
+
+#: A rebuilt span as it is to be stored: its tool_spans row and its paths.
+BuiltRow = tuple[SpanRow, tuple[str, ...]]
+
+
+def diff_built_rows(
+    stored: dict[str, SpanRow], built: Iterable[BuiltRow], *, complete: bool = True
+) -> SpanDiff:
+    """`diff_rows` for spans already turned into rows (by a worker process, say)."""
     diff = SpanDiff()
     seen: set[str] = set()
-    for record in records:
-        row = record_row(record)
-        seen.add(record.span_id)
-        old = stored.get(record.span_id)
+    for row, paths in built:
+        span_id = str(row[0])
+        seen.add(span_id)
+        old = stored.get(span_id)
         if old != row:
             diff.upserts.append(row)
             if old is None or old[_PATHS_JSON] != row[_PATHS_JSON]:
-                diff.path_rewrites.append((record.span_id, record.paths))
+                diff.path_rewrites.append((span_id, paths))
     if complete:
         diff.deletes = [span_id for span_id in stored if span_id not in seen]
     return diff

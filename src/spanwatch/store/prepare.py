@@ -1,0 +1,115 @@
+"""Reading and building sessions in worker processes, for a rebuild of many sessions.
+
+Reading rows and parsing payloads is most of a rebuild's work and needs no
+lock, while writing must happen in one process. So a rebuild of a whole store
+hands sessions to worker processes, each with its own read-only connection,
+and takes their spans back in the order it asked for them: writing stays in
+the calling process, in the same order as a serial rebuild (which decides who
+keeps a span id two sessions share).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sqlite3
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from spanwatch.engine import SessionSpans, SpanTree
+from spanwatch.store import marks
+from spanwatch.store.connection import open_store, read_snapshot
+from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
+from spanwatch.store.marks import SessionMark
+from spanwatch.store.schema import EventsShape, events_shape
+from spanwatch.store.spans import BuiltRow, record_row
+
+#: Sessions handed to a worker at a time: enough to make each hand-over worth
+#: its cost, few enough that the long sessions spread over the workers.
+CHUNK_SESSIONS = 8
+#: Chunks in flight per worker: keeps workers busy while a long session holds
+#: up the in-order hand-back, and bounds the memory of results waiting for it.
+CHUNKS_AHEAD = 4
+
+
+@dataclass(slots=True)
+class PreparedSession:
+    """A session read in one snapshot and built from all its rows, not yet written."""
+
+    session_id: str
+    mark: SessionMark
+    rows_read: int
+    skipped: list[SkippedRow]
+    token_notes: list[TokenOutOfRange]
+    span_ids: list[str]
+    """Raw span ids, in the order the spans were opened."""
+    rows: list[BuiltRow]
+    """Rows with raw span ids: the writer re-builds the rare session whose ids collide."""
+
+
+def prepare_session(
+    conn: sqlite3.Connection, shape: EventsShape, session_id: str
+) -> PreparedSession:
+    """Read all of a session's rows in one snapshot and build its spans."""
+    with read_snapshot(conn):
+        mark = marks.live_mark(conn, session_id)
+        rows = load_session_rows(conn, shape, session_id) if mark.row_count else SessionRows()
+    spans = SessionSpans()
+    spans.feed_all(rows.events)
+    tree = SpanTree()
+    tree.update(spans.spans, ())
+    return PreparedSession(
+        session_id,
+        mark,
+        rows.row_count,
+        rows.skipped,
+        rows.token_notes,
+        list(spans.spans),
+        [(record_row(record), record.paths) for record in tree.records()],
+    )
+
+
+def prepared_sessions(
+    db_path: Path, session_ids: Sequence[str], *, jobs: int, busy_timeout_ms: int = 5000
+) -> Iterator[PreparedSession]:
+    """`prepare_session` of each session by `jobs` worker processes, yielded in the given order."""
+    chunks = (
+        list(session_ids[start : start + CHUNK_SESSIONS])
+        for start in range(0, len(session_ids), CHUNK_SESSIONS)
+    )
+    # spawn, not fork: the caller may hold SQLite connections and threads.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_ignore_interrupts)
+    try:
+        ahead: deque[Future[list[PreparedSession]]] = deque()
+        for chunk in chunks:
+            ahead.append(pool.submit(_prepare_chunk, str(db_path), busy_timeout_ms, chunk))
+            if len(ahead) >= jobs * CHUNKS_AHEAD:
+                yield from ahead.popleft().result()
+        while ahead:
+            yield from ahead.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group; the parent alone decides what it means."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: In a worker process: its connection to each store, kept between chunks.
+_worker_stores: dict[str, tuple[sqlite3.Connection, EventsShape]] = {}
+
+
+def _prepare_chunk(
+    db_path: str, busy_timeout_ms: int, session_ids: list[str]
+) -> list[PreparedSession]:
+    """Runs in a worker process."""
+    if db_path not in _worker_stores:
+        conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms, readonly=True)
+        _worker_stores[db_path] = (conn, events_shape(conn))
+    conn, shape = _worker_stores[db_path]
+    return [prepare_session(conn, shape, session_id) for session_id in session_ids]

@@ -1,0 +1,111 @@
+"""A rebuild with worker processes leaves exactly what a serial rebuild leaves.
+
+Real processes (spawned, with their own read-only connections) on a real WAL
+store with enough sessions to take the parallel path.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from spanwatch.engine import Event
+from spanwatch.engine.events import EventKind as K
+from spanwatch.store import marks
+from spanwatch.store.rebuild import PARALLEL_MIN_SESSIONS, StoreSummary, rebuild_store
+from stores import insert_events, insert_rows, make_store, path_rows, span_table
+from test_store_rebuild import task_session
+
+SESSIONS = PARALLEL_MIN_SESSIONS + 8
+
+
+def mark_rows(conn: sqlite3.Connection) -> set[tuple[object, ...]]:
+    """The watermarks, without the time they were written."""
+    return set(
+        conn.execute(
+            "SELECT session_id, max_seq, row_count, max_id, span_count, skipped_rows "
+            "FROM spanwatch_sessions"
+        )
+    )
+
+
+def busy_store(path: Path) -> sqlite3.Connection:
+    """Many sessions, with everything that takes a rebuild off its common path."""
+    conn = make_store(path, loose=True)
+    for n in range(SESSIONS):
+        insert_events(conn, task_session(f"s{n:03}", base=1000 + n, prefix=f"p{n}-"))
+    # A resumed session repeats the ids of the first: it must be namespaced.
+    insert_events(conn, task_session("resumed", base=9000, prefix="p0-"))
+    # A bad row and a token out of range, each noted with its session.
+    bad = {"session_id": "s001", "seq": 50, "ts_ms": "noon", "kind": "ToolCall",
+           "source": "Tail", "payload": "{}"}  # fmt: skip
+    insert_rows(conn, [bad])
+    insert_events(conn, [Event("s002", 60, 1500, K.TOOL_CALL, tool="Grep",
+                               tool_call_id="big", tokens_in=2**40)])  # fmt: skip
+    return conn
+
+
+def rebuilt(path: Path, jobs: int) -> tuple[StoreSummary, sqlite3.Connection]:
+    summary = rebuild_store(path, jobs=jobs, keep_results=True)
+    return summary, sqlite3.connect(path)
+
+
+def test_workers_write_the_rows_paths_and_marks_a_serial_rebuild_writes(tmp_path: Path) -> None:
+    busy_store(tmp_path / "serial.db").close()
+    busy_store(tmp_path / "parallel.db").close()
+    serial, serial_conn = rebuilt(tmp_path / "serial.db", jobs=1)
+    parallel, parallel_conn = rebuilt(tmp_path / "parallel.db", jobs=2)
+
+    assert span_table(parallel_conn) == span_table(serial_conn)
+    assert path_rows(parallel_conn) == path_rows(serial_conn)
+    assert mark_rows(parallel_conn) == mark_rows(serial_conn)
+    assert "resumed/p0-task" in span_table(parallel_conn)
+    figures = ("sessions", "events", "spans", "spans_written", "skipped_rows")
+    assert [getattr(parallel, f) for f in figures] == [getattr(serial, f) for f in figures]
+    assert parallel.sessions == SESSIONS + 1
+    assert parallel.skipped_rows == 1
+    by_session = {r.session_id: r for r in parallel.results}
+    assert [s.seq for s in by_session["s001"].skipped] == [50]
+    assert [n.column for n in by_session["s002"].token_notes] == ["tokens_in"]
+    assert ("p0-task", "s000") in by_session["resumed"].collisions
+    # Results come back in the order a serial rebuild takes the sessions.
+    assert [r.session_id for r in parallel.results] == [r.session_id for r in serial.results]
+
+
+def test_second_parallel_rebuild_writes_nothing_and_drops_vanished_sessions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    busy_store(path).close()
+    rebuild_store(path, jobs=2)
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM events WHERE session_id = 's005'")
+    conn.commit()
+    summary = rebuild_store(path, jobs=2)
+    assert (summary.spans_written, summary.vanished) == (0, 1)
+    assert not any(row[1] == "s005" for row in span_table(conn).values())
+    assert list(marks.stale_sessions(conn)) == []
+
+
+def test_cli_rebuild_with_jobs_reports_the_serial_figures(tmp_path: Path) -> None:
+    for name in ("a.db", "b.db"):
+        busy_store(tmp_path / name).close()
+
+    def cli(name: str, jobs: str) -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, "-m", "spanwatch", "rebuild", "--db", str(tmp_path / name),
+             "--json", "--jobs", jobs],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr  # one row skipped
+        figures: dict[str, object] = json.loads(done.stdout)
+        figures.pop("seconds")
+        return figures
+
+    assert cli("a.db", "2") == cli("b.db", "1")
+    assert span_table(sqlite3.connect(tmp_path / "a.db")) == span_table(
+        sqlite3.connect(tmp_path / "b.db")
+    )

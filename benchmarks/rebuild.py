@@ -8,9 +8,11 @@ payloads up to about 25 KB, about 1.7 GB for the store):
 a. the floor: every row of `events` read into Python with a bare SELECT of the
    columns spanwatch reads (best of three runs, two before and one after b);
 b. `rebuild_store` of the whole store into a fresh copy, in a child process of
-   its own (its peak RSS alone); also `spanwatch rebuild --json` end to end on
-   another fresh copy, and a second `rebuild_store` of the rebuilt copy
-   (nothing to write);
+   its own, with `--jobs` worker processes (default: as `spanwatch rebuild`;
+   peak RSS is the highest sum over the child and its workers, CPU includes
+   the workers'); also `spanwatch rebuild --json` end to end on another fresh
+   copy, a second `rebuild_store` of the rebuilt copy (nothing to write), and
+   one without workers (`--jobs 1`) on a third copy;
 c. the big session: spanwatch's engine (`build_span_records`) against the test
    oracle (`tests/oracle.py`, quadratic) on the same events. The oracle runs on
    1/8, 1/4 and 1/2 of the events first; if the whole session would not fit in
@@ -47,6 +49,7 @@ from benchlib.common import (
     target,
 )
 from benchlib.stores import StoreSpec, copy_store, ensure_store, remove_store
+from spanwatch.cli.rebuild import default_jobs
 
 TARGET_RATIO = 3.0
 TARGET_SPEEDUP = 20.0
@@ -72,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--oracle-budget", type=float, help="seconds for oracle runs (1200)")
     parser.add_argument("--engine-repeat", type=int, default=3, help="engine runs (best taken)")
     parser.add_argument("--keep", action="store_true", help="keep the rebuilt copy")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help="as `spanwatch rebuild --jobs` (its default)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     if args.events is None:
@@ -103,7 +112,9 @@ def measured_summary(run: Measured, doc: dict[str, Any]) -> dict[str, Any]:
         "process_wall_s": round(run.wall_s, 3),
         "process_cpu_s": round(run.cpu_s, 3),
         "events_per_s": per_second(int(doc["rows"]), seconds),
-        "peak_rss_mb": float(doc["max_rss_mb"]),
+        "jobs": doc["jobs"],
+        "peak_rss_mb": round(max(float(doc["max_rss_mb"]), run.max_tree_rss_mb), 1),
+        "peak_rss_main_mb": float(doc["max_rss_mb"]),
         "sessions": doc["sessions"],
         "events": doc["rows"],
         "spans": doc["spans"],
@@ -229,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(info.path)
     work = workdir / "rebuild-bench-work.db"
     cli_copy = workdir / "rebuild-bench-cli.db"
+    serial_copy = workdir / "rebuild-bench-serial.db"
     doc: dict[str, Any] = {
         "benchmark": "rebuild",
         "quick": args.quick,
@@ -242,21 +254,36 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(2):
             progress(f"floor run {i + 1}")
             floors.append(floor_run(work))
-        progress("rebuild_store of the whole store (child process)")
-        run = run_worker("rebuild", work).check()
+        progress(f"rebuild_store of the whole store, {args.jobs} jobs (child process)")
+        run = run_worker("rebuild", work, args.jobs).check()
         rebuild = measured_summary(run, run.json())
         progress(f"  {rebuild['seconds']:.1f} s, peak RSS {rebuild['peak_rss_mb']:.0f} MB")
         progress("floor run 3")
         floors.append(floor_run(work))
         progress("rebuild_store again (nothing to write)")
-        run = run_worker("rebuild", work).check()
+        run = run_worker("rebuild", work, args.jobs).check()
         again = measured_summary(run, run.json())
+        progress("rebuild_store of a fresh copy without workers (--jobs 1)")
+        copy_store(base, serial_copy)
+        run = run_worker("rebuild", serial_copy, 1).check()
+        serial = measured_summary(run, run.json())
+        remove_store(serial_copy)
         facts = span_facts(work, info.big_session_id or "")
 
         progress("copying the store for the CLI run")
         copy_store(base, cli_copy)
         progress("spanwatch rebuild --json, end to end")
-        cli_run = run_measured([*spanwatch_argv(), "rebuild", "--db", str(cli_copy), "--json"])
+        cli_run = run_measured(
+            [
+                *spanwatch_argv(),
+                "rebuild",
+                "--db",
+                str(cli_copy),
+                "--json",
+                "--jobs",
+                str(args.jobs),
+            ]
+        )
         cli_run.check()
         cli_doc = cli_run.json()
         remove_store(cli_copy)
@@ -264,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(cli_run.wall_s, 3),
             "reported_s": cli_doc.get("seconds"),
             "events_per_s": per_second(int(cli_doc["events"]), cli_run.wall_s),
-            "peak_rss_mb": round(cli_run.max_rss_mb, 1),
+            "peak_rss_mb": round(max(cli_run.max_rss_mb, cli_run.max_tree_rss_mb), 1),
             "cpu_s": round(cli_run.cpu_s, 3),
             "exit_code": cli_run.returncode,
             "output": cli_doc,
@@ -273,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         big = big_session(base, info.big_session_id or "", args.oracle_budget, args.engine_repeat)
     finally:
         remove_store(cli_copy)
+        remove_store(serial_copy)
         if not args.keep:
             remove_store(work)
 
@@ -289,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["rebuild"] = rebuild
     doc["rebuild_cli"] = cli
     doc["rebuild_again_nothing_to_write"] = again
+    doc["rebuild_without_workers"] = serial
     doc["spans"] = facts
     doc["big_session"] = big
     ratio = rebuild["seconds"] / floor_s
@@ -296,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild_over_floor": round(ratio, 2),
         "cli_end_to_end_over_floor": round(cli["wall_s"] / floor_s, 2),
         "rebuild_again_over_floor": round(again["seconds"] / floor_s, 2),
+        "rebuild_without_workers_over_floor": round(serial["seconds"] / floor_s, 2),
     }
     doc["targets"] = {
         "rebuild_within_3x_of_floor": target(ratio, "<=", TARGET_RATIO, "x"),

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped,unused-ignore]
+
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO = BENCH_DIR.parent
 #: Stores, copies and logs go here, never into the repository.
@@ -128,6 +130,20 @@ def vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and all its descendants now, summed (0 once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total / 2**20
+
+
 @dataclass(slots=True)
 class Measured:
     """A finished child process: wall time, its own CPU time (wait4) and peak RSS.
@@ -142,6 +158,9 @@ class Measured:
     wall_s: float
     cpu_s: float
     max_rss_mb: float
+    max_tree_rss_mb: float
+    """The highest sum of VmRSS over the child and its own children (worker
+    processes), sampled every 20 ms."""
     stdout: str
     stderr: str
     timed_out: bool
@@ -188,6 +207,7 @@ def run_measured(
                 os.kill(proc.pid, signal.SIGKILL)
 
         peak = [0.0]
+        tree_peak = [0.0]
         done = threading.Event()
 
         def watch_rss() -> None:
@@ -195,6 +215,7 @@ def run_measured(
                 value = vm_hwm_mb(proc.pid)
                 if value is not None:
                     peak[0] = max(peak[0], value)
+                tree_peak[0] = max(tree_peak[0], tree_rss_mb(proc.pid))
                 done.wait(0.02)
 
         watcher = threading.Thread(target=watch_rss, daemon=True)
@@ -219,6 +240,7 @@ def run_measured(
             wall_s=wall,
             cpu_s=usage.ru_utime + usage.ru_stime,
             max_rss_mb=peak[0],
+            max_tree_rss_mb=tree_peak[0],
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
             timed_out=expired.is_set(),

@@ -60,11 +60,12 @@ def floor(db: str) -> dict[str, Any]:
     return {"seconds": seconds, "rows": rows, "payload_chars": payload_chars}
 
 
-def rebuild(db: str) -> dict[str, Any]:
-    """`rebuild_store` of every session, as `spanwatch rebuild` runs it."""
+def rebuild(db: str, jobs: str = "1") -> dict[str, Any]:
+    """`rebuild_store` of every session, as `spanwatch rebuild --jobs N` runs it."""
     started = time.perf_counter()
-    summary = rebuild_store(db)
+    summary = rebuild_store(db, jobs=int(jobs))
     return {
+        "jobs": int(jobs),
         "seconds": time.perf_counter() - started,
         "sessions": summary.sessions,
         "rows": summary.events,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from spanwatch.engine.events import Event, EventKind, synthetic_span_id
 from spanwatch.engine.payload import (
@@ -48,7 +48,8 @@ class SpanBuilder:
     tokens_out: int | None = None
     reasoning_tokens: int | None = None
     cost_usd_e6: int | None = None
-    paths: set[str] = field(default_factory=set)
+    paths: set[str] | None = None
+    """None until the first path: most spans have none, and an empty set costs 216 bytes."""
     has_call: bool = False
     has_end: bool = False
 
@@ -130,7 +131,7 @@ class SessionSpans:
         span.call_start_ms = event.ts_ms
         span.call_start_exact = event.ts_exact
         self._take_usage(span, event)
-        span.paths.update(payload_paths(event.payload))
+        _add_paths(span, payload_paths(event.payload))
         span.has_call = True
         self._index(span)
         self.touched.add(span_id)
@@ -142,7 +143,7 @@ class SessionSpans:
         span.result_end_ms = event.ts_ms
         span.result_end_exact = event.ts_exact
         self._take_usage(span, event)
-        span.paths.update(payload_paths(event.payload))
+        _add_paths(span, payload_paths(event.payload))
         span.has_end = True
         self.touched.add(span.span_id)
 
@@ -165,7 +166,7 @@ class SessionSpans:
             span.tool = tool
         if span.tool_call_id is None:
             span.tool_call_id = event.tool_call_id
-        span.paths.update(payload.paths())
+        _add_paths(span, payload.paths())
         if kind == "pre":
             span.hook_start_ms = event.ts_ms
         else:
@@ -238,3 +239,12 @@ class SessionSpans:
                 return span
             index.pop_stale(tool, span.order)
         return None
+
+
+def _add_paths(span: SpanBuilder, found: list[str]) -> None:
+    if not found:
+        return
+    if span.paths is None:
+        span.paths = set(found)
+    else:
+        span.paths.update(found)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 
 from spanwatch.engine.builder import SpanBuilder
@@ -43,7 +43,8 @@ class TreeNode:
     depth: int = 0
     subtree_cost_usd_e6: int | None = None
     subtree_token_count: int | None = None
-    children: set[str] = field(default_factory=set)
+    children: set[str] | None = None
+    """Ids of the child spans; None for a leaf (most spans), which saves a set each."""
 
 
 def sort_key(span: SpanBuilder) -> SortKey:
@@ -219,9 +220,15 @@ class SpanTree:
         self, span_id: str, node: TreeNode, parent: SpanBuilder | None, depth: int
     ) -> None:
         if node.parent is not None:
-            self.nodes[node.parent.span_id].children.discard(span_id)
+            siblings = self.nodes[node.parent.span_id].children
+            if siblings is not None:
+                siblings.discard(span_id)
         if parent is not None:
-            self.nodes[parent.span_id].children.add(span_id)
+            parent_node = self.nodes[parent.span_id]
+            if parent_node.children is None:
+                parent_node.children = {span_id}
+            else:
+                parent_node.children.add(span_id)
         node.parent, node.depth = parent, depth
 
     def _roll_up(self, changed: set[str], moved: dict[str, SpanBuilder | None]) -> set[str]:
@@ -251,7 +258,7 @@ class SpanTree:
             node = nodes[span_id]
             cost = span.cost_usd_e6
             tokens = None if span.tokens_in is None else span.tokens_in + (span.tokens_out or 0)
-            for child_id in node.children:
+            for child_id in node.children or ():
                 child = nodes[child_id]
                 if child.subtree_cost_usd_e6 is not None:
                     cost = (cost or 0) + child.subtree_cost_usd_e6

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -76,8 +76,8 @@ class _SessionState:
     tree: SpanTree
     last_position: tuple[int, int]
     mark: SessionMark
-    stored: dict[str, span_rows.SpanRow]
-    """The session's rows in tool_spans, by stored id."""
+    stored: dict[str, span_rows.Fingerprint]
+    """The session's rows in tool_spans, by stored id (their fingerprints)."""
     owned_elsewhere: dict[str, str]
     """Raw span ids another session owns (stored here under a namespaced id)."""
     skipped_rows: int
@@ -172,7 +172,7 @@ class Rebuilder:
         else:
             state = _SessionState(
                 SessionSpans(), SpanTree(), (-1, -1), mark,
-                span_rows.stored_rows(self.conn, session_id), {}, 0,
+                span_rows.stored_fingerprints(self.conn, session_id), {}, 0,
             )  # fmt: skip
             result = SessionResult(session_id, "full")
             previous_mark = marks.read_mark(self.conn, session_id)
@@ -229,7 +229,7 @@ class Rebuilder:
         self.forget(session_id)
         if prepared.mark.row_count == 0:
             return self._vanish(session_id, None)
-        stored = span_rows.stored_rows(self.conn, session_id)
+        stored = span_rows.stored_fingerprints(self.conn, session_id)
         if _claimed_elsewhere(
             self.conn, session_id, prepared.span_ids, stored=stored,
             owned_elsewhere={}, pending_owners=self._pending_owners,
@@ -355,7 +355,7 @@ def session_records(
     conn: sqlite3.Connection,
     session_id: str,
     session: SessionSpans,
-    stored: dict[str, span_rows.SpanRow],
+    stored: Container[str],
 ) -> tuple[list[SpanRecord], list[tuple[str, str]]]:
     """The session's records as they are to be stored, and the span-id collisions."""
     owned_elsewhere: dict[str, str] = {}
@@ -372,7 +372,7 @@ def _claimed_elsewhere(
     session_id: str,
     span_ids: Iterable[str],
     *,
-    stored: dict[str, span_rows.SpanRow],
+    stored: Container[str],
     owned_elsewhere: dict[str, str],
     pending_owners: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ changed spans only.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from spanwatch.engine.records import SpanRecord
@@ -57,6 +57,23 @@ def stored_rows(conn: sqlite3.Connection, session_id: str) -> dict[str, SpanRow]
     return {row[0]: tuple(row) for row in rows}
 
 
+#: What a diff needs of a stored row: a hash of the whole row and of its
+#: paths_json. The daemon's cache keeps these instead of the rows (about 120
+#: bytes a span instead of 900); two different rows hash alike with odds of
+#: about 2**-64.
+Fingerprint = tuple[int, int]
+
+
+def fingerprint(row: SpanRow) -> Fingerprint:
+    return hash(row), hash(row[_PATHS_JSON])
+
+
+def stored_fingerprints(conn: sqlite3.Connection, session_id: str) -> dict[str, Fingerprint]:
+    """`fingerprint` of each of the session's stored rows, by span id."""
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?", (session_id,))
+    return {row[0]: fingerprint(row) for row in rows}
+
+
 def stored_paths(conn: sqlite3.Connection, span_ids: Iterable[str]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for chunk in _chunks(list(span_ids)):
@@ -92,18 +109,18 @@ class SpanDiff:
     def __bool__(self) -> bool:
         return bool(self.upserts or self.deletes)
 
-    def apply_to(self, stored: dict[str, SpanRow]) -> None:
-        """Update a copy of the stored rows as the database will be once this is written."""
+    def apply_to(self, stored: dict[str, Fingerprint]) -> None:
+        """Update the stored rows' fingerprints as the database will be once this is written."""
         for span_id in self.deletes:
             del stored[span_id]
         for row in self.upserts:
-            stored[str(row[0])] = row
+            stored[str(row[0])] = fingerprint(row)
 
 
 def diff_rows(
-    stored: dict[str, SpanRow], records: Sequence[SpanRecord], *, complete: bool = True
+    stored: Mapping[str, Fingerprint], records: Sequence[SpanRecord], *, complete: bool = True
 ) -> SpanDiff:
-    """The writes that turn `stored` into `records`.
+    """The writes that turn the rows `stored` describes into `records`.
 
     With `complete`, `records` is every span of the session and stored rows
     missing from it are deleted; otherwise it is only the spans that may have
@@ -119,7 +136,7 @@ BuiltRow = tuple[SpanRow, tuple[str, ...]]
 
 
 def diff_built_rows(
-    stored: dict[str, SpanRow], built: Iterable[BuiltRow], *, complete: bool = True
+    stored: Mapping[str, Fingerprint], built: Iterable[BuiltRow], *, complete: bool = True
 ) -> SpanDiff:
     """`diff_rows` for spans already turned into rows (by a worker process, say)."""
     diff = SpanDiff()
@@ -128,9 +145,10 @@ def diff_built_rows(
         span_id = str(row[0])
         seen.add(span_id)
         old = stored.get(span_id)
-        if old != row:
+        new = fingerprint(row)
+        if old != new:
             diff.upserts.append(row)
-            if old is None or old[_PATHS_JSON] != row[_PATHS_JSON]:
+            if old is None or old[1] != new[1]:
                 diff.path_rewrites.append((span_id, paths))
     if complete:
         diff.deletes = [span_id for span_id in stored if span_id not in seen]

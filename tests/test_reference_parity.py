@@ -1,0 +1,214 @@
+"""The daemon's incremental path and the worker path against the Rust reference.
+
+tests/test_reference_rust.py compares one-shot rebuilds of fresh stores with
+the reference. Here the rows spanwatch leaves are those of the paths that do
+not start from an empty table: the daemon's store link fed rows in batches
+(cached sessions extended by appended rows, full reads when rows arrive out
+of order), a rebuild over rows written before, and `rebuild --jobs 2` (worker
+processes). Each must leave, column for column and storage class for storage
+class, what the reference writes for the final events.
+
+Hypothesis profiles: `parity-ci` (the default, what CI runs) keeps each test
+to a few seconds; `SPANWATCH_PARITY_PROFILE=parity-deep` runs many more examples.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reference_rust import (
+    SpanDump,
+    create_store,
+    diff_dumps,
+    dump_spans,
+    insert_events,
+    run_reference,
+)
+from spanwatch.daemon.store_link import StoreLink
+from spanwatch.engine.events import Event
+from spanwatch.store.rebuild import PARALLEL_MIN_SESSIONS, rebuild_store
+from test_reference_rust import (
+    CASES,
+    Row,
+    call,
+    reference,
+    result,
+    several_sessions,
+    tied_intervals,
+)
+
+__all__ = ["reference"]  # the fixture, imported for the tests below
+
+settings.register_profile(
+    "parity-ci",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("parity-deep", settings.get_profile("parity-ci"), max_examples=500)
+PARITY = settings.get_profile(os.environ.get("SPANWATCH_PARITY_PROFILE", "parity-ci"))
+
+
+class _Log:
+    """The store link's logger: problems are fine, a failed session is a test failure."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kw: None
+
+    def exception(self, message: str, **kw: Any) -> None:
+        raise AssertionError(f"{message}: {kw}")
+
+
+def daemon_batches(db: Path, batches: Sequence[Sequence[Row]]) -> None:
+    """Insert each batch, then do what the daemon does: rebuild the sessions it named."""
+    create_store(db)
+    link = StoreLink(db, log=_Log(), busy_timeout_ms=5000, write_retry_max_s=5, cache_sessions=8)
+    try:
+        for batch in batches:
+            insert_events(db, batch)
+            assert link.changed()
+            dirty = link.new_rows()
+            report = link.rebuild(sorted(dirty))
+            assert not report.failed and not report.busy
+    finally:
+        link.close()
+
+
+def reference_of(directory: Path, rows: Sequence[Row]) -> SpanDump:
+    db = directory / "reference.db"
+    insert_events(db, rows)
+    run_reference(db)
+    expected = dump_spans(db)
+    assert not tied_intervals(expected), "ill-formed case: the reference orders ties at random"
+    return expected
+
+
+def assert_same(expected: SpanDump, actual: SpanDump, rows: Sequence[Row]) -> None:
+    differences = diff_dumps(expected, actual)
+    assert not differences, "\n".join([*differences, "events:", *map(repr, rows)])
+
+
+# --------------------------------------------------------------------------
+# Stored rows that differ only where Python's hash cannot tell
+# --------------------------------------------------------------------------
+
+
+def test_cost_changed_from_minus_one_to_minus_two_by_an_appended_row_is_written(
+    reference: Path, tmp_path: Path
+) -> None:
+    """hash(-1) == hash(-2) in CPython: a diff by tuple hash never wrote this change."""
+    first = [call(1, 100, "Bash", "c1", cost_usd_e6=-1), result(2, 200, "Bash", "c1")]
+    later = [result(3, 200, "Bash", "c1", cost_usd_e6=-2)]
+    daemon_batches(tmp_path / "daemon.db", [first, later])
+    assert_same(
+        reference_of(tmp_path, first + later), dump_spans(tmp_path / "daemon.db"), first + later
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "before", "after"),
+    [("cost_usd_e6", -1, -2), ("cost_usd_e6", 3, 3 + 2**61 - 1), ("ts_ms", 5, 5 + 2**61 - 1)],
+    ids=["cost-minus-one-minus-two", "cost-modulo-2**61-1", "start-modulo-2**61-1"],
+)
+def test_rebuild_over_stored_rows_rewrites_values_that_hash_alike(
+    reference: Path, tmp_path: Path, column: str, before: int, after: int
+) -> None:
+    """A row changed in place, then `spanwatch rebuild`: the stored span must follow,
+    even where the old and new values have equal Python hashes."""
+    rows: list[Row] = [
+        call(1, 1, "Task", "a", cost_usd_e6=0),
+        call(2, 5, "Bash", "b", **{column: before}),
+        result(3, 2**62 + 10, "Bash", "b"),
+        result(4, 2**62 + 20, "Task", "a"),
+    ]
+    db = tmp_path / "store.db"
+    insert_events(db, rows)
+    rebuild_store(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE events SET {column} = ? WHERE seq = 2", (after,))
+    conn.close()
+    rebuild_store(db)
+    changed = [rows[0], call(2, 5, "Bash", "b", **{column: after}), *rows[2:]]
+    assert_same(reference_of(tmp_path, changed), dump_spans(db), changed)
+
+
+# --------------------------------------------------------------------------
+# The daemon's batches, in and out of order
+# --------------------------------------------------------------------------
+
+#: Costs whose Python hashes collide (-1 and -2; n and n + 2**61 - 1).
+COLLIDING_COSTS = st.sampled_from([None, -1, -2, 3, 3 + 2**61 - 1, 0])
+
+
+@st.composite
+def batched_arrivals(draw: st.DrawFn) -> tuple[list[Event], list[list[Event]]]:
+    """Several sessions' events, arriving in batches, in order or shuffled."""
+    events = [replace(e, cost_usd_e6=draw(COLLIDING_COSTS)) for e in draw(several_sessions())]
+    arrival = draw(st.permutations(events)) if draw(st.booleans()) else events
+    cuts = sorted(draw(st.lists(st.integers(0, len(arrival)), max_size=6)))
+    batches, previous = [], 0
+    for cut in [*cuts, len(arrival)]:
+        if cut > previous:
+            batches.append(list(arrival[previous:cut]))
+        previous = cut
+    return events, batches
+
+
+@PARITY
+@given(arrival=batched_arrivals())
+def test_daemon_batches_leave_what_the_reference_writes(
+    reference: Path, tmp_path_factory: pytest.TempPathFactory, arrival: Any
+) -> None:
+    events, batches = arrival
+    directory = tmp_path_factory.mktemp("batches")
+    daemon_batches(directory / "daemon.db", batches)
+    assert_same(reference_of(directory, events), dump_spans(directory / "daemon.db"), events)
+
+
+# --------------------------------------------------------------------------
+# Worker processes
+# --------------------------------------------------------------------------
+
+
+def _case_rows() -> list[Row]:
+    """Every hand-written case of test_reference_rust, each in sessions of its own."""
+    rows: list[Row] = []
+    for number, case in enumerate(CASES.values()):
+        for original in case:
+            row = dict(original)
+            session = row.get("session_id")
+            if isinstance(session, str):
+                row["session_id"] = f"case{number}-{session}"
+            call_id = row.get("tool_call_id")
+            if isinstance(call_id, str):  # ids stay apart across sessions
+                row["tool_call_id"] = f"case{number}/{call_id}"
+            rows.append(row)
+    return rows
+
+
+def test_rebuild_with_workers_leaves_what_the_reference_writes(
+    reference: Path, tmp_path: Path
+) -> None:
+    rows = _case_rows()
+    sessions = {row["session_id"] for row in rows if isinstance(row, Mapping)}
+    assert len(sessions) >= PARALLEL_MIN_SESSIONS  # else the workers are not used
+    expected = reference_of(tmp_path, rows)
+    for jobs in (2, 1):
+        db = tmp_path / f"jobs{jobs}.db"
+        shutil.copyfile(tmp_path / "reference.db", db)
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM tool_spans")
+            conn.execute("DELETE FROM tool_span_paths")
+        conn.close()
+        rebuild_store(db, jobs=jobs)
+        assert_same(expected, dump_spans(db), rows)

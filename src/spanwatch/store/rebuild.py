@@ -200,7 +200,7 @@ class Rebuilder:
             records = state.tree.records(changed, stored_id=stored_id)
         diff = span_rows.diff_rows(state.stored, records, complete=result.mode == "full")
         result.spans = len(state.spans.spans)
-        result.upserted = len(diff.upserts)
+        result.upserted = len(diff.upserts) + len(diff.updates)
         result.deleted = len(diff.deletes)
         if diff or mark != previous_mark or flag_version is not None:
             self._queue(
@@ -240,7 +240,7 @@ class Rebuilder:
             skipped=prepared.skipped, token_notes=prepared.token_notes,
         )  # fmt: skip
         diff = span_rows.diff_built_rows(stored, prepared.rows)
-        result.upserted = len(diff.upserts)
+        result.upserted = len(diff.upserts) + len(diff.updates)
         result.deleted = len(diff.deletes)
         if diff or prepared.mark != marks.read_mark(self.conn, session_id):
             self._queue(
@@ -290,7 +290,8 @@ class Rebuilder:
 
     def _queue(self, write: _Write) -> None:
         self._pending.append(write)
-        self._pending_rows += len(write.diff.upserts) + len(write.diff.deletes) + 1
+        diff = write.diff
+        self._pending_rows += len(diff.upserts) + len(diff.updates) + len(diff.deletes) + 1
         for row in write.diff.upserts:
             self._pending_owners[str(row[0])] = write.session_id
         if self._pending_rows >= self.write_batch_rows:

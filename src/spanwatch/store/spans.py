@@ -25,9 +25,7 @@ _PATHS_JSON = SPAN_COLUMN_NAMES.index("paths_json")
 #: row whose values here are unchanged is updated in place, leaving every index.
 _PLACE = (SPAN_COLUMN_NAMES.index("parent_span_id"), SPAN_COLUMN_NAMES.index("depth"))
 _SESSION = SPAN_COLUMN_NAMES.index("session_id")
-_IN_PLACE = tuple(
-    i for i in range(1, len(SPAN_COLUMN_NAMES)) if i != _SESSION and i not in _PLACE
-)
+_IN_PLACE = tuple(i for i in range(1, len(SPAN_COLUMN_NAMES)) if i != _SESSION and i not in _PLACE)
 _COLUMNS = ", ".join(SPAN_COLUMN_NAMES)
 _UPSERT = (
     f"INSERT INTO tool_spans ({_COLUMNS}) VALUES ({', '.join('?' * len(SPAN_COLUMN_NAMES))}) "

@@ -278,6 +278,8 @@ class Daemon:
             busy=len(report.busy),
             failed=len(report.failed),
             ms=round(report.ms, 1),
+            commits=report.commits,
+            locked_ms=round(report.locked_ms, 2),
         )
         return report
 

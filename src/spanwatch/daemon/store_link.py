@@ -51,6 +51,9 @@ class BatchReport(Tally):
     """Sessions whose write gave up on a locked store: to be tried again."""
     failed: list[str] = field(default_factory=list)
     ms: float = 0.0
+    commits: int = 0
+    locked_ms: float = 0.0
+    """Write transactions, and how long they held the store's write lock in all."""
 
 
 class StoreLink:
@@ -165,6 +168,7 @@ class StoreLink:
         """
         report = BatchReport()
         started = time.perf_counter()
+        commits, locked_s = self.rebuilder.commits, self.rebuilder.locked_s
         results: list[SessionResult] = []
         for session_id in sessions:
             try:
@@ -192,6 +196,8 @@ class StoreLink:
         if any(r.mode == "full" and r.rows_read >= LARGE_READ_ROWS for r in results):
             release_free_memory()
         report.ms = (time.perf_counter() - started) * 1000
+        report.commits = self.rebuilder.commits - commits
+        report.locked_ms = (self.rebuilder.locked_s - locked_s) * 1000
         return report
 
     def _busy(self, report: BatchReport, exc: StoreBusyError) -> None:

@@ -131,6 +131,9 @@ class Rebuilder:
         self._cached_spans = 0
         self.latest_event_id = 0
         """The newest events rowid the caller knows of: how far a rowid scan would go."""
+        self.commits = 0
+        self.locked_s = 0.0
+        """Write transactions committed, and the time they held the write lock."""
 
     def forget(self, session_id: str | None = None) -> None:
         """Drop cached state (all of it without an argument), e.g. after a reopen."""
@@ -272,6 +275,7 @@ class Rebuilder:
     def _write(self, pending: list[_Write]) -> None:
         now_ms = self.clock_ms()
         with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
+            locked_at = time.perf_counter()
             for write in pending:
                 if write.mark is None:
                     span_rows.delete_session_spans(self.conn, write.session_id)
@@ -287,6 +291,8 @@ class Rebuilder:
                     )
                 if write.flag_version is not None:
                     triggers.clear_flag(self.conn, write.session_id, write.flag_version)
+        self.locked_s += time.perf_counter() - locked_at
+        self.commits += 1
 
     def _queue(self, write: _Write) -> None:
         self._pending.append(write)

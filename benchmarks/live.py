@@ -35,7 +35,11 @@ cached beside the generated one):
 Latency figures are per event (every event of a commit has the commit's
 latency); `by_window_start_s_p50_p99_ms` splits them in 10 s windows of commit
 time, which separates the warm-up (the first touch of each long session reads
-it whole) from the steady state.
+it whole) from the steady state. `span_latency_floor` is the latency an ideal
+daemon (noticing each commit at once, rebuilding in no time) would have under
+the same debounce rule on the same commits: a session written again within
+`debounce_ms` cannot be rebuilt before that, so the writer's pacing alone sets
+this floor (see `benchlib.live.debounce_floor`).
 
 Prints one JSON document on stdout; progress on stderr. `--quick`: a small
 smoke version (under a minute). Stores live in `--workdir`, never in the repo.
@@ -67,6 +71,7 @@ from benchlib.live import (
     Writer,
     WriterConfig,
     commit_latency,
+    debounce_floor,
     last_ids,
     read_commits,
     span_latency,
@@ -210,6 +215,9 @@ class Run:
         if daemon is not None:
             cpu = daemon.cpu_s() - cpu0
             out["span_latency"] = span_latency(commits, ended * 1000)
+            out["span_latency_floor"] = debounce_floor(
+                commits, self.args.debounce_ms_value, self.args.max_delay_ms_value
+            )
             out["drain_s_after_writers_stopped"] = rounded(drain_s)
             out["daemon"] = {
                 "cpu_s": round(cpu, 2),
@@ -265,6 +273,7 @@ def rate_steps(
             "writer_processes": processes,
             **{k: v for k, v in verdict.items() if k != "offered_events_per_s"},
             "span_latency": phase["span_latency"],
+            "span_latency_floor": phase["span_latency_floor"],
             "writer_commit_latency": phase["writer_commit_latency"],
             "drain_s_after_writers_stopped": phase["drain_s_after_writers_stopped"],
             "daemon": phase["daemon"],
@@ -363,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = Settings()
     debounce_ms = args.debounce_ms if args.debounce_ms is not None else defaults.debounce_ms
     max_delay_ms = args.max_delay_ms if args.max_delay_ms is not None else defaults.max_delay_ms
+    args.debounce_ms_value, args.max_delay_ms_value = debounce_ms, max_delay_ms
     daemon_args: tuple[str, ...] = ()
     if args.debounce_ms is not None:
         daemon_args += ("--debounce-ms", str(args.debounce_ms))
@@ -422,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         with_daemon = run.write("with", [writer], daemon, drain_timeout_s=max_delay_ms / 1000 + 30)
         with_daemon.pop("_commits")
         latency = with_daemon["span_latency"]
+        floor = with_daemon["span_latency_floor"]
+        progress(f"  an ideal daemon: p50 {floor['p50_ms']} ms p99 {floor['p99_ms']} ms")
         progress(
             f"  latency p50 {latency['p50_ms']} ms p99 {latency['p99_ms']} ms; writer commit "
             f"p99 {with_daemon['writer_commit_latency']['p99_ms']} ms"

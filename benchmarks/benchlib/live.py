@@ -13,6 +13,7 @@ times (resolution: the sampling interval plus one query).
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -254,6 +255,54 @@ def span_latency(commits: list[Commit], end_ms: float, window_s: float = 10.0) -
             round(end_ms - min(c.t_ms for c in missing), 1) if missing else None
         ),
         "by_window_start_s_p50_p99_ms": windows,
+    }
+
+
+def debounce_floor(
+    commits: list[Commit], debounce_ms: float, max_delay_ms: float
+) -> dict[str, Any]:
+    """The commit-to-span latency of an ideal daemon under the debounce rule, per event.
+
+    The ideal daemon sees every commit the moment it is made and rebuilds and
+    commits in no time: a session is rebuilt once no commit of it came for
+    `debounce_ms`, or `max_delay_ms` after its first unreflected commit, and
+    that rebuild reflects every commit made before it. This is what the
+    writer's pacing and the rule alone imply; what the measured latency
+    exceeds it by is the daemon's own cost (noticing, queueing, rebuilding).
+    (A real daemon can come out a little below it: a rebuild that starts late
+    also reflects the commits made meanwhile.)
+    `gap_under_debounce` is the share of commits followed by another commit
+    of their session within `debounce_ms`: those cannot be rebuilt before the
+    next one.
+    """
+    by_session: dict[str, list[Commit]] = {}
+    for c in commits:
+        by_session.setdefault(c.session_id, []).append(c)
+    pairs: list[tuple[float, int]] = []
+    close = gaps = 0
+    for own in by_session.values():
+        own.sort(key=lambda c: c.t_ms)
+        for before, after in itertools.pairwise(own):
+            gaps += 1
+            close += after.t_ms - before.t_ms < debounce_ms
+        i = 0
+        while i < len(own):
+            first = last = own[i].t_ms
+            j = i
+            while j + 1 < len(own) and own[j + 1].t_ms < min(
+                last + debounce_ms, first + max_delay_ms
+            ):
+                j += 1
+                last = own[j].t_ms
+            rebuilt = min(last + debounce_ms, first + max_delay_ms)
+            pairs += [(rebuilt - c.t_ms, c.events) for c in own[i : j + 1]]
+            i = j + 1
+    p50, p90, p99 = weighted_percentiles(pairs, (0.5, 0.9, 0.99))
+    return {
+        "p50_ms": round(p50, 1),
+        "p90_ms": round(p90, 1),
+        "p99_ms": round(p99, 1),
+        "gap_under_debounce": round(close / gaps, 3) if gaps else None,
     }
 
 

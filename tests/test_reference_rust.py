@@ -131,6 +131,15 @@ def path_call(seq: int, ts: int, raw: str) -> dict[str, Any]:
 DEEP_127 = "[" * 126 + '{"path":"/deep127"}' + "]" * 126
 DEEP_128 = "[" * 127 + '{"path":"/deep128"}' + "]" * 127
 
+
+def deep_in_strings(levels: int) -> str:
+    """A path in JSON in a string in 120 arrays, in a string in 120 arrays, `levels` times."""
+    text = json.dumps({"path": f"/in-{levels}-strings"})
+    for _ in range(levels):
+        text = "[" * 120 + json.dumps(text) + "]" * 120
+    return text
+
+
 CASES: dict[str, list[dict[str, Any]]] = {
     "empty store": [],
     "call and result by id, exact": [
@@ -438,6 +447,9 @@ CASES: dict[str, list[dict[str, Any]]] = {
         path_call(11, 200, '{"path": "/dup", "x": {"file": "/gone"}, "x": 1}'),
         path_call(12, 210, '{"path": "/escapes\\/\\b\\f\\n\\r\\t\\u00e9"}'),
         path_call(13, 220, "[" * 126 + json.dumps(json.dumps(DEEP_127)) + "]" * 126),
+        # Each parse has its own depth limit: far deeper in all than Python's recursion limit.
+        path_call(14, 230, deep_in_strings(9)),
+        path_call(15, 240, deep_in_strings(16)),
     ],
     "JSON edges on hook payloads": [
         ev(1, 100, "Hook", raw='{"event": "PreToolUse", "tool_name": "A", "x": NaN}'),

@@ -76,7 +76,7 @@ class Payload:
         if self._paths is None:
             self._paths = []
             if isinstance(self.value, str):
-                _walk_string(self.value, self._paths)
+                _walk_strings([self.value], self._paths)
         return self._paths
 
 
@@ -144,7 +144,19 @@ def hook_tool(value: Any) -> str | None:
 
 
 def _parse(text: str, names_path: bool | None = None) -> tuple[Any, list[str] | None]:
-    """serde_json::from_str (None where it fails) and, for containers, the paths within.
+    """serde_json::from_str (None where it fails) and, for containers, the paths within,
+    JSON in its string values included."""
+    value, paths, strings = _parse_one(text, names_path)
+    if strings and paths is not None:
+        _walk_strings(strings, paths)
+    return value, paths
+
+
+def _parse_one(
+    text: str, names_path: bool | None = None
+) -> tuple[Any, list[str] | None, list[str]]:
+    """serde_json::from_str (None where it fails), the paths of a container, and its
+    string values that may hold JSON with paths (not walked yet).
 
     The parsed value is walked once for paths (skipped where the text names
     no path key), depth and numbers at the edge of the range. A duplicate key
@@ -154,19 +166,19 @@ def _parse(text: str, names_path: bool | None = None) -> tuple[Any, list[str] | 
     """
     value = _loads(text)
     if not isinstance(value, dict | list):
-        return value, None
+        return value, None, []
     if names_path is None:
         names_path = may_name_path(text)
     walk = _Walk(collect=names_path)
     if not walk.container(value, 1):
-        return None, None
+        return None, None, []
     if walk.edge or _may_hide_values(text, walk):
         value = _loads_exact(text)
         if not isinstance(value, dict | list):
-            return value, None
+            return value, None, []
         walk = _Walk(collect=True)
         walk.container(value, 1)
-    return value, walk.paths
+    return value, walk.paths, walk.strings
 
 
 def _may_hide_values(text: str, walk: _Walk) -> bool:
@@ -307,11 +319,15 @@ class _Walk:
     This is the hottest loop of a rebuild, hence `type(...) is` over isinstance.
     """
 
-    __slots__ = ("collect", "edge", "members", "paths", "string_colons")
+    __slots__ = ("collect", "edge", "members", "paths", "string_colons", "strings")
 
     def __init__(self, *, collect: bool) -> None:
         self.collect = collect
         self.paths: list[str] = []
+        self.strings: list[str] = []
+        """String values that may hold JSON naming paths, for `_walk_strings`: walked
+        after this walk, not within it, so that Python's recursion never holds one
+        128-deep walk inside another (serde_json's depth limit is per parse)."""
         self.members = 0
         """Object members walked, to compare with the text's (duplicate keys)."""
         self.edge = False
@@ -332,6 +348,7 @@ class _Walk:
             pairs = ((None, item) for item in value)
         collect = self.collect
         paths = self.paths
+        strings = self.strings
         for key, item in pairs:
             kind = type(item)
             if kind is str:
@@ -340,7 +357,7 @@ class _Walk:
                     if item and key in PATH_KEYS:
                         paths.append(item)
                     if len(item) >= _MIN_PATH_JSON and item[0] in _JSON_STARTS:
-                        _walk_string(item, paths)
+                        strings.append(item)
             elif kind is dict or kind is list:
                 if not self.container(item, depth + 1):
                     return False
@@ -350,17 +367,21 @@ class _Walk:
         return True
 
 
-def _walk_string(text: str, out: list[str]) -> None:
-    """Walk JSON found inside a string value, with its own depth limit."""
-    first = text[0] if text else ""
-    if first in _JSON_SPACE:
-        stripped = text.lstrip(_JSON_SPACE)
-        first = stripped[0] if stripped else ""
-    if first not in _CONTAINER_STARTS or not may_name_path(text):
-        return
-    inner, paths = _parse(text, names_path=True)
-    if isinstance(inner, str):
-        if inner:
-            _walk_string(inner, out)
-    elif paths:
-        out.extend(paths)
+def _walk_strings(pending: list[str], out: list[str]) -> None:
+    """Walk JSON found inside string values (each with its own depth limit), and
+    the JSON inside theirs, one after another: no recursion, however deep."""
+    while pending:
+        text = pending.pop()
+        first = text[0] if text else ""
+        if first in _JSON_SPACE:
+            stripped = text.lstrip(_JSON_SPACE)
+            first = stripped[0] if stripped else ""
+        if first not in _CONTAINER_STARTS or not may_name_path(text):
+            continue
+        inner, paths, strings = _parse_one(text, names_path=True)
+        if isinstance(inner, str):
+            if inner:
+                pending.append(inner)
+        elif paths:
+            out.extend(paths)
+        pending.extend(strings)

@@ -29,7 +29,7 @@ from spanwatch.store.connection import RetryHook, open_store, read_snapshot, wri
 from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
 from spanwatch.store.marks import SessionMark
 from spanwatch.store.prepare import PreparedSession, prepared_sessions
-from spanwatch.store.schema import ensure_schema, events_shape
+from spanwatch.store.schema import EventsShape, ensure_schema, events_shape
 
 #: New rows of a cached session are found by a rowid range scan (rather than by
 #: walking the session's index) when its last row is at most this far back and
@@ -172,21 +172,56 @@ class Rebuilder:
             state = cached
             result = SessionResult(session_id, "incremental")
             previous_mark: SessionMark | None = cached.mark
+            state.mark = mark
         else:
-            state = _SessionState(
-                SessionSpans(), SpanTree(), (-1, -1), mark,
-                span_rows.stored_fingerprints(self.conn, session_id), {}, 0,
-            )  # fmt: skip
+            state = _fresh_state(mark)
+            state.stored = span_rows.stored_fingerprints(self.conn, session_id)
             result = SessionResult(session_id, "full")
             previous_mark = marks.read_mark(self.conn, session_id)
         known = len(state.spans.spans)
-        state.spans.feed_all(rows.events)
-        changed = state.tree.update(state.spans.spans, state.spans.touched)
-        state.spans.touched.clear()
-        if rows.events:
-            last = rows.events[-1]
-            state.last_position = max(state.last_position, (last.ts_ms, last.seq))
-        state.skipped_rows += len(rows.skipped)
+        changed = _feed(state, rows)
+        return self._finish(
+            state, result, rows, known=known, changed=changed,
+            previous_mark=previous_mark, flag_version=flag_version,
+        )  # fmt: skip
+
+    def rebuild_read(self, read: FullRead) -> SessionResult:
+        """`rebuild` of a session already read in full and fed (see `read_in_full`).
+
+        Only the diff against the stored rows, which this connection writes,
+        and the write happen here.
+        """
+        session_id = read.session_id
+        self.forget(session_id)
+        if read.state.mark.row_count == 0:
+            return self._vanish(session_id, None)
+        state = read.state
+        state.stored = span_rows.stored_fingerprints(self.conn, session_id)
+        previous_mark = marks.read_mark(self.conn, session_id)
+        result = SessionResult(session_id, "full")
+        return self._finish(
+            state, result, read.rows, known=0, changed=read.changed,
+            previous_mark=previous_mark, flag_version=None,
+        )  # fmt: skip
+
+    def is_cached(self, session_id: str) -> bool:
+        """Whether the session's state is in memory (its next rebuild may read only new rows)."""
+        return session_id in self._cache
+
+    def _finish(
+        self,
+        state: _SessionState,
+        result: SessionResult,
+        rows: SessionRows,
+        *,
+        known: int,
+        changed: set[str],
+        previous_mark: SessionMark | None,
+        flag_version: int | None,
+    ) -> SessionResult:
+        """Diff the session's fed state with its stored rows, queue the write, cache it."""
+        session_id = result.session_id
+        mark = state.mark
         result.rows_read = rows.row_count
         result.skipped = rows.skipped
         result.token_notes = rows.token_notes
@@ -212,7 +247,6 @@ class Rebuilder:
             result.wrote = True
         if self.cache_sessions > 0:
             diff.apply_to(state.stored)
-            state.mark = mark
             self._cache[session_id] = state
             self._cached_spans += len(state.spans.spans)
             while self._cache and (
@@ -356,6 +390,49 @@ class Rebuilder:
         self._queue(_Write(session_id, span_rows.SpanDiff(), None, flag_version=flag_version))
         result.wrote = True
         return result
+
+
+@dataclass(slots=True)
+class FullRead:
+    """A session read in full, from one read snapshot, and fed to a fresh engine.
+
+    Made by `read_in_full` on any connection: the daemon reads long sessions
+    on a thread of its own, and `Rebuilder.rebuild_read` diffs and writes them.
+    """
+
+    session_id: str
+    state: _SessionState
+    """Engine state and mark; `stored` is left for the writing side to read."""
+    rows: SessionRows
+    """What was read, without its events (they held the payloads; fed already)."""
+    changed: set[str]
+
+
+def read_in_full(conn: sqlite3.Connection, shape: EventsShape, session_id: str) -> FullRead:
+    """Read every row of the session in one snapshot and feed them (see `FullRead`)."""
+    with read_snapshot(conn):
+        mark = marks.live_mark(conn, session_id)
+        rows = load_session_rows(conn, shape, session_id) if mark.row_count else SessionRows()
+    state = _fresh_state(mark)
+    changed = _feed(state, rows)
+    rows.events = []
+    return FullRead(session_id, state, rows, changed)
+
+
+def _fresh_state(mark: SessionMark) -> _SessionState:
+    return _SessionState(SessionSpans(), SpanTree(), (-1, -1), mark, {}, {}, 0)
+
+
+def _feed(state: _SessionState, rows: SessionRows) -> set[str]:
+    """Feed the rows' events; the ids of the spans whose records may have changed."""
+    state.spans.feed_all(rows.events)
+    changed = state.tree.update(state.spans.spans, state.spans.touched)
+    state.spans.touched.clear()
+    if rows.events:
+        last = rows.events[-1]
+        state.last_position = max(state.last_position, (last.ts_ms, last.seq))
+    state.skipped_rows += len(rows.skipped)
+    return changed
 
 
 def session_records(

@@ -1,4 +1,5 @@
-"""The daemon's incremental path and the worker path against the Rust reference.
+"""The daemon's incremental path, the worker path and written payload texts against
+the Rust reference.
 
 tests/test_reference_rust.py compares one-shot rebuilds of fresh stores with
 the reference. Here the rows spanwatch leaves are those of the paths that do
@@ -6,7 +7,9 @@ not start from an empty table: the daemon's store link fed rows in batches
 (cached sessions extended by appended rows, full reads when rows arrive out
 of order), a rebuild over rows written before, and `rebuild --jobs 2` (worker
 processes). Each must leave, column for column and storage class for storage
-class, what the reference writes for the final events.
+class, what the reference writes for the final events. And payload texts
+written character by character (tests/payload_texts.py), hundreds to a store,
+must give the paths and hook kinds the reference reads from them.
 
 Hypothesis profiles: `parity-ci` (the default, what CI runs) keeps each test
 to a few seconds; `SPANWATCH_PARITY_PROFILE=parity-deep` runs many more examples.
@@ -15,6 +18,7 @@ to a few seconds; `SPANWATCH_PARITY_PROFILE=parity-deep` runs many more examples
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -26,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from payload_texts import PayloadWriter
 from reference_rust import (
     SpanDump,
     create_store,
@@ -41,6 +46,7 @@ from test_reference_rust import (
     CASES,
     Row,
     call,
+    ev,
     reference,
     result,
     several_sessions,
@@ -212,3 +218,36 @@ def test_rebuild_with_workers_leaves_what_the_reference_writes(
         conn.close()
         rebuild_store(db, jobs=jobs)
         assert_same(expected, dump_spans(db), rows)
+
+
+# --------------------------------------------------------------------------
+# Payload texts
+# --------------------------------------------------------------------------
+
+PAYLOADS_PER_STORE = 300
+
+
+@settings(PARITY, max_examples=max(PARITY.max_examples // 3, 1))  # 300 payloads each
+@given(seed=st.integers(0, 2**32 - 1))
+def test_written_payload_texts_give_the_paths_and_hook_kinds_the_reference_reads(
+    reference: Path, tmp_path_factory: pytest.TempPathFactory, seed: int
+) -> None:
+    """Each payload on a span of its own: a call (its paths), or a hook (a span
+    only if its kind reads as a tool hook, then its paths)."""
+    writer = PayloadWriter(random.Random(seed))
+    rows: list[Row] = []
+    texts: dict[str, str] = {}
+    for n in range(PAYLOADS_PER_STORE):
+        span_id = f"p{n}"
+        texts[span_id] = writer.payload()
+        kind = "ToolCall" if n % 3 == 0 else "Hook"
+        rows.append(ev(n, n * 10, kind, raw=texts[span_id], tool="T", tool_call_id=span_id))
+    directory = tmp_path_factory.mktemp("payloads")
+    db = directory / "spanwatch.db"
+    insert_events(db, rows)
+    rebuild_store(db)
+    differences = diff_dumps(reference_of(directory, rows), dump_spans(db))
+    culprits = {span_id for line in differences for span_id in texts if f"'{span_id}'" in line}
+    assert not differences, "\n".join(
+        [*differences[:20], *(f"{i}: {texts[i]!r}" for i in sorted(culprits)[:5])]
+    )

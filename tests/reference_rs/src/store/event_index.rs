@@ -1,16 +1,43 @@
-//! The store's `paths_from_event_payload`, verbatim from upstream (DESIGN.md
-//! "Span semantics" describes it in words).
+//! `paths_from_event_payload` as DESIGN.md ("Span semantics") specifies it.
 
 use serde_json::Value;
 
+const PATH_KEYS: [&str; 5] = [
+    "path",
+    "file_path",
+    "target_file",
+    "file",
+    "relative_workspace_path",
+];
+
+/// Every non-empty string under a path-like key, anywhere in the value
+/// (JSON text inside string values included), sorted and unique.
 pub fn paths_from_event_payload(payload: &Value) -> Vec<String> {
-    let mut out = Vec::new(); collect_paths(payload, &mut out); out.sort(); out.dedup(); out }
-fn collect_paths(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(map) => { for (k, val) in map {
-            if matches!(k.as_str(), "path" | "file_path" | "target_file" | "file" | "relative_workspace_path")
-               && val.as_str().is_some_and(|s| !s.is_empty()) { out.push(val.as_str().unwrap().to_string()); }
-            collect_paths(val, out); } }
-        Value::Array(arr) => { for x in arr { collect_paths(x, out); } }
-        Value::String(s) => { if let Ok(sub) = serde_json::from_str::<Value>(s) { collect_paths(&sub, out); } }
-        _ => {} } }
+    let mut found = Vec::new();
+    walk(payload, &mut found);
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn walk(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if PATH_KEYS.contains(&key.as_str()) {
+                    if let Some(s) = child.as_str().filter(|s| !s.is_empty()) {
+                        found.push(s.to_owned());
+                    }
+                }
+                walk(child, found);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| walk(item, found)),
+        Value::String(text) => {
+            if let Ok(inner) = serde_json::from_str::<Value>(text) {
+                walk(&inner, found);
+            }
+        }
+        _ => {}
+    }
+}

@@ -424,6 +424,10 @@ CASES: dict[str, list[dict[str, Any]]] = {
             + ', "x": 0}',
         ),
         path_call(4, 130, '{"x": ' + "[" * 126 + "]" * 126 + ', "x": 0, "path": "/dup-127-ok"}'),
+        # An edge number takes the exact parse: 600 levels must not reach Python's recursion limit.
+        path_call(
+            5, 140, "[1.79769313486231581e308, " + "[" * 600 + "]" * 600 + ', {"path": "/no"}]'
+        ),
     ],
     "JSON edges: the double range as serde_json computes it (f64 significand * 10^exp)": [
         path_call(1, 100, '{"path": "/max-rounded-up", "x": 1.7976931348623158e308}'),

@@ -242,7 +242,15 @@ def _constant(token: str) -> Any:
 
 
 def _loads_exact(text: str) -> Any:
-    """The slow path: the stdlib parser with serde_json's refusals added."""
+    """The slow path: the stdlib parser with serde_json's refusals added.
+
+    Depth is checked first, on the text: a value nested hundreds deep would
+    take the stdlib parser and the surrogate check (both recursive) close to
+    Python's recursion limit, and past it from a deep enough caller. A text
+    that is not JSON at all may be called too deep; it is refused either way.
+    """
+    if _too_deep(text):
+        return None
     try:
         value = json.loads(
             text,
@@ -254,8 +262,6 @@ def _loads_exact(text: str) -> Any:
     except (ValueError, _Refused, RecursionError):
         return None
     if _has_lone_surrogate(value):
-        return None
-    if isinstance(value, dict | list) and _too_deep(text):
         return None
     return value
 
@@ -285,7 +291,8 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 
 def _too_deep(text: str) -> bool:
-    """Whether valid JSON `text` nests MAX_DEPTH or more arrays and objects."""
+    """Whether valid JSON `text` nests MAX_DEPTH or more arrays and objects (for text
+    that is not JSON, the answer means nothing)."""
     if text.count("[") + text.count("{") < MAX_DEPTH:
         return False
     outside = _outside_strings(text)

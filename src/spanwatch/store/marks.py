@@ -64,6 +64,10 @@ def write_mark(
     )
 
 
+def count_marks(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM spanwatch_sessions").fetchone()[0])
+
+
 def delete_mark(conn: sqlite3.Connection, session_id: str) -> None:
     conn.execute("DELETE FROM spanwatch_sessions WHERE session_id = ?", (session_id,))
 

@@ -28,7 +28,7 @@ from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import RetryHook, open_store, read_snapshot, write_transaction
 from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
 from spanwatch.store.marks import SessionMark
-from spanwatch.store.prepare import PreparedSession, prepared_sessions
+from spanwatch.store.prepare import PreparedSession, prepare_session, prepared_sessions
 from spanwatch.store.schema import EventsShape, ensure_schema, events_shape
 
 #: New rows of a cached session are found by a rowid range scan (rather than by
@@ -45,6 +45,12 @@ MAX_CACHED_SPANS = 150_000
 
 #: SQLite page cache of a one-shot rebuild: 64 MiB (a negative size is in KiB).
 REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"
+
+#: Rows written per transaction by a one-shot rebuild. Each commit writes every
+#: page it dirtied, and new span ids land all over the primary-key index, so
+#: few big transactions write far less than many small ones; at this size one
+#: holds the write lock for a few hundred milliseconds.
+REBUILD_BATCH_ROWS = 20_000
 
 #: Worker processes pay off from this many sessions on (they take ~0.3 s to start).
 PARALLEL_MIN_SESSIONS = 32
@@ -103,6 +109,14 @@ class Rebuilder:
     of about that many rows (call `flush()` at the end): a one-shot rebuild of a
     whole store then commits hundreds of times instead of once per session.
     Without it, each session is written as soon as it is rebuilt.
+
+    `fresh`: the store held no spans and no watermarks when this rebuild began
+    (a first `spanwatch rebuild`). Then what is stored is what this Rebuilder
+    wrote, so a prepared session's stored rows, span-id owners and watermark
+    are known without reading them, and its spans are written without a diff.
+    Each write transaction checks that no other process wrote spans meanwhile
+    (a running daemon, say); if one did, the sessions of that transaction are
+    rebuilt the ordinary way and so is the rest.
     """
 
     def __init__(
@@ -114,8 +128,14 @@ class Rebuilder:
         on_retry: RetryHook | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         write_batch_rows: int = 0,
+        fresh: bool = False,
     ) -> None:
         self.conn = conn
+        self.fresh = fresh
+        self._owners: dict[str, str] = {}
+        """In a fresh rebuild: the session of every span id written or queued so far."""
+        self._marks_written = 0
+        """In a fresh rebuild: the watermarks committed so far (all of spanwatch_sessions)."""
         self.write_batch_rows = write_batch_rows
         self._pending: list[_Write] = []
         self._pending_rows = 0
@@ -266,6 +286,8 @@ class Rebuilder:
         self.forget(session_id)
         if prepared.mark.row_count == 0:
             return self._vanish(session_id, None)
+        if self.fresh:
+            return self._write_fresh(prepared)
         stored = span_rows.stored_fingerprints(self.conn, session_id)
         if _claimed_elsewhere(
             self.conn, session_id, prepared.span_ids, stored=stored,
@@ -286,6 +308,21 @@ class Rebuilder:
             result.wrote = True
         return result
 
+    def _write_fresh(self, prepared: PreparedSession) -> SessionResult:
+        """`rebuild_prepared` in a fresh rebuild: nothing of the session is stored yet."""
+        session_id = prepared.session_id
+        owners = self._owners
+        if any(span_id in owners for span_id in prepared.span_ids):
+            return self.rebuild(session_id)  # it stores some spans under namespaced ids
+        diff = span_rows.new_spans_diff(prepared.rows)
+        result = SessionResult(
+            session_id, "full", prepared.rows_read, len(prepared.span_ids),
+            upserted=len(diff.upserts), skipped=prepared.skipped,
+            token_notes=prepared.token_notes, wrote=True,
+        )  # fmt: skip
+        self._queue(_Write(session_id, diff, prepared.mark, result.spans, len(prepared.skipped)))
+        return result
+
     def flush(self) -> None:
         """Write every queued session in one transaction.
 
@@ -300,6 +337,13 @@ class Rebuilder:
         self._pending_owners.clear()
         try:
             self._write(pending)
+        except _SpansWrittenElsewhere:
+            # The pending diffs assumed nothing stored: redo their sessions
+            # against what is stored now, and every later one the same way.
+            self.fresh = False
+            for write in pending:
+                self.rebuild(write.session_id)
+            self.flush()
         except BaseException:
             self.unwritten = [write.session_id for write in pending]
             for session_id in self.unwritten:
@@ -310,6 +354,8 @@ class Rebuilder:
         now_ms = self.clock_ms()
         with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
             locked_at = time.perf_counter()
+            if self.fresh and marks.count_marks(self.conn) != self._marks_written:
+                raise _SpansWrittenElsewhere
             for write in pending:
                 if write.mark is None:
                     span_rows.delete_session_spans(self.conn, write.session_id)
@@ -327,6 +373,7 @@ class Rebuilder:
                     triggers.clear_flag(self.conn, write.session_id, write.flag_version)
         self.locked_s += time.perf_counter() - locked_at
         self.commits += 1
+        self._marks_written += sum(write.mark is not None for write in pending)
 
     def _queue(self, write: _Write) -> None:
         self._pending.append(write)
@@ -334,6 +381,8 @@ class Rebuilder:
         self._pending_rows += len(diff.upserts) + len(diff.updates) + len(diff.deletes) + 1
         for row in write.diff.upserts:
             self._pending_owners[str(row[0])] = write.session_id
+        if self.fresh:
+            self._owners.update((str(row[0]), write.session_id) for row in write.diff.upserts)
         if self._pending_rows >= self.write_batch_rows:
             self.flush()
 
@@ -406,6 +455,10 @@ class FullRead:
     rows: SessionRows
     """What was read, without its events (they held the payloads; fed already)."""
     changed: set[str]
+
+
+class _SpansWrittenElsewhere(Exception):
+    """In a fresh rebuild, another process wrote spans to the store."""
 
 
 def read_in_full(conn: sqlite3.Connection, shape: EventsShape, session_id: str) -> FullRead:
@@ -540,6 +593,15 @@ class StoreSummary(Tally):
     """(id, seq) of rows whose session_id is not readable TEXT (counted in `skipped_rows`)."""
 
 
+def _nothing_stored(conn: sqlite3.Connection) -> bool:
+    """Whether the store has no spans, paths or watermarks (see `Rebuilder`, `fresh`)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM tool_spans) OR EXISTS (SELECT 1 FROM tool_span_paths) "
+        "OR EXISTS (SELECT 1 FROM spanwatch_sessions)"
+    ).fetchone()
+    return not row[0]
+
+
 def rebuild_store(
     db_path: str | Path,
     sessions: Iterable[str] | None = None,
@@ -571,7 +633,9 @@ def rebuild_store(
             unreadable = marks.unreadable_session_rows(conn)
         else:
             todo = list(dict.fromkeys(sessions))
-        rebuilder = Rebuilder(conn, write_batch_rows=5000)
+        rebuilder = Rebuilder(
+            conn, write_batch_rows=REBUILD_BATCH_ROWS, fresh=_nothing_stored(conn)
+        )
         summary = StoreSummary(unreadable_rows=unreadable, skipped_rows=len(unreadable))
         results: Iterator[SessionResult]
         if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
@@ -579,6 +643,9 @@ def rebuild_store(
                 Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms
             )
             results = map(rebuilder.rebuild_prepared, prepared)
+        elif rebuilder.fresh:
+            shape = rebuilder.shape
+            results = (rebuilder.rebuild_prepared(prepare_session(conn, shape, s)) for s in todo)
         else:
             results = map(rebuilder.rebuild, todo)
         for done, result in enumerate(results, start=1):

@@ -138,6 +138,8 @@ class SpanDiff:
     """Stored rows of the session that changed in place (same parent and depth)."""
     deletes: list[str] = field(default_factory=list)
     path_rewrites: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    new_spans: bool = False
+    """Every span of `upserts` is new to the table: it has no stored paths to delete first."""
 
     def __bool__(self) -> bool:
         return bool(self.upserts or self.updates or self.deletes)
@@ -193,6 +195,21 @@ def diff_built_rows(
     return diff
 
 
+def new_spans_diff(built: Iterable[BuiltRow]) -> SpanDiff:
+    """The diff that writes `built` into a table that holds none of their span ids.
+
+    What `diff_built_rows` gives against no stored rows, without fingerprinting
+    rows that nothing is compared with: the one-shot rebuild of a store
+    without spans (see `Rebuilder`, `fresh`).
+    """
+    diff = SpanDiff(new_spans=True)
+    for row, paths in built:
+        diff.upserts.append(row)
+        if paths:
+            diff.path_rewrites.append((str(row[0]), paths))
+    return diff
+
+
 def apply_diff(conn: sqlite3.Connection, diff: SpanDiff) -> None:
     """Write a diff. Call inside a write transaction."""
     if diff.deletes:
@@ -207,10 +224,11 @@ def apply_diff(conn: sqlite3.Connection, diff: SpanDiff) -> None:
             [(*(row[i] for i in _IN_PLACE), row[0], row[_SESSION]) for row in diff.updates],
         )
     if diff.path_rewrites:
-        conn.executemany(
-            "DELETE FROM tool_span_paths WHERE span_id = ?",
-            [(span_id,) for span_id, _ in diff.path_rewrites],
-        )
+        if not diff.new_spans:
+            conn.executemany(
+                "DELETE FROM tool_span_paths WHERE span_id = ?",
+                [(span_id,) for span_id, _ in diff.path_rewrites],
+            )
         conn.executemany(
             "INSERT OR IGNORE INTO tool_span_paths (span_id, path) VALUES (?, ?)",
             [(span_id, path) for span_id, paths in diff.path_rewrites for path in paths],

@@ -83,6 +83,22 @@ def test_spans_equal_a_fresh_rebuild_shortly_after_the_writer_stops(
     assert sum(b["events"] for b in batches) >= stats["events"]
 
 
+def test_sessions_read_in_full_on_the_long_read_thread_give_the_same_spans(h: Harness) -> None:
+    # Every session counts as long and one state at most stays in memory: nearly
+    # every rebuild reads its session in full, on the long-read thread.
+    writer = h.writer(sessions=6, rate=400, duration=4, seed=21)
+    wait_until(lambda: has_events(h.db), what="the first events")
+    env = {"SPANWATCH_LONG_READ_ROWS": "20", "SPANWATCH_CACHE_MAX_SESSIONS": "1"}
+    daemon = h.daemon(*FAST, env=env)
+    daemon.wait_for_log("ready")
+    writer.finish()
+    wait_verified(h.db)
+    h.assert_spans_equal_fresh_rebuild()
+    assert marks(h.db) == live_marks(h.db)
+    assert sum(b["long_reads"] for b in daemon.events("batch")) > 5
+    assert not daemon.events("session rebuild failed")
+
+
 def test_a_session_that_never_stops_writing_is_still_rebuilt(h: Harness) -> None:
     make_store(h.db).close()
     # debounce_ms cannot exceed max_delay_ms; with both at 4 s, a session that

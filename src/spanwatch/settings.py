@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Sessions whose span state is kept in memory for incremental rebuilds.",
     )
+    long_read_rows: int = Field(
+        default=5000,
+        ge=0,
+        description="Sessions of at least this many rows are read in full on a thread of "
+        "their own, not holding up the others (0: never).",
+    )
 
     @field_validator("db", mode="after")
     @classmethod

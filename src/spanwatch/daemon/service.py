@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 import structlog
 
 from spanwatch.daemon.debounce import Debouncer
+from spanwatch.daemon.long_reads import LongReads
 from spanwatch.daemon.notify import Notifier, watchdog_interval
-from spanwatch.daemon.store_link import BatchReport, StoreLink, file_identity
+from spanwatch.daemon.store_link import BatchReport, Landed, StoreLink, file_identity
 from spanwatch.daemon.wakeups import StoreWakeups
 from spanwatch.logs import configure_logging
 from spanwatch.settings import Settings, SettingsError
@@ -76,6 +77,9 @@ class Daemon:
         self._flags: dict[str, int] = {}  # trigger counters of flagged sessions (triggers mode)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spanwatch-store")
         self._link: StoreLink | None = None
+        self._long: LongReads | None = None
+        self._after_flight: set[str] = set()
+        """Sessions that changed while being read on the long-read thread."""
         self._next_reconcile = 0.0
         self._waiting_logged = False
         self._totals = Tally()
@@ -111,6 +115,9 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._long is not None:
+                self._long.close()
+                self._long = None
             if self._link is not None:
                 await self._on_store(self._link.close)
                 self._link = None
@@ -180,6 +187,15 @@ class Daemon:
                 capture=settings.capture,
             )
         )
+        loop = asyncio.get_running_loop()
+        self._long = LongReads(
+            self.db,
+            self._link.rebuilder.shape,
+            identity=self._link.identity,
+            busy_timeout_ms=settings.busy_timeout_ms,
+            on_landed=lambda: _call_soon(loop, self._wake.set),
+        )
+        self._link.rebuilder.write_guard = self._long.paused
         stale = await self._on_store(self._link.stale_sessions)
         flagged = await self._on_store(self._link.flagged)
         self._flags.update(flagged)
@@ -208,6 +224,11 @@ class Daemon:
         return exists
 
     async def _disconnect(self) -> None:
+        if self._long is not None:
+            # Reads in flight are of the file being left: dropped, and done again.
+            self._mark_due_now([*self._long.close(), *self._after_flight])
+            self._after_flight.clear()
+            self._long = None
         link, self._link = self._link, None
         if link is not None:
             await self._on_store(link.close)
@@ -241,9 +262,25 @@ class Daemon:
                 self.log.info("reconcile found stale sessions", sessions=len(stale))
         while not self.should_exit:
             due = self.debouncer.due(_now_ms(), self.settings.batch_max_sessions)
-            if not due:
+            landed = self._long.landed() if self._long is not None else []
+            if not due and not landed:
                 break
-            await self._rebuild(due)
+            due = self._hold_long_reads(due)
+            if due or landed:
+                await self._rebuild(due, landed, defer_long=True)
+            for session_id, _ in landed:
+                if session_id in self._after_flight:
+                    self._after_flight.discard(session_id)
+                    self._mark_due_now([session_id])
+
+    def _hold_long_reads(self, due: list[str]) -> list[str]:
+        """`due` without the sessions being read in full: those wait for their read to land."""
+        long_reads = self._long
+        if long_reads is None:
+            return due
+        held = {s for s in due if s in long_reads}
+        self._after_flight |= held
+        return [s for s in due if s not in held]
 
     async def _wait_for_work(self) -> None:
         # The fallback poll: file events never arrive on some filesystems.
@@ -256,11 +293,19 @@ class Daemon:
         timeout = until_reconcile if timeout is None else min(timeout, until_reconcile)
         await self._sleep(timeout, wake_early=True)
 
-    async def _rebuild(self, sessions: list[str]) -> BatchReport:
-        link = self._link
+    async def _rebuild(
+        self, sessions: list[str], landed: list[Landed] | None = None, *, defer_long: bool = False
+    ) -> BatchReport:
+        """Rebuild on the store thread; with `defer_long`, long full reads go to `self._long`."""
+        link, long_reads = self._link, self._long
         assert link is not None
         flags = {s: self._flags.pop(s) for s in sessions if s in self._flags}
-        report = await self._on_store(lambda: link.rebuild(sessions, flags))
+        rows = self.settings.long_read_rows
+        defer = rows if defer_long and long_reads is not None and rows > 0 else None
+        report = await self._on_store(lambda: link.rebuild(sessions, flags, landed, defer))
+        if long_reads is not None:
+            for session_id in report.deferred:
+                long_reads.submit(session_id)
         now = _now_ms()
         for session_id in report.busy:
             self.debouncer.mark(session_id, now)
@@ -277,6 +322,7 @@ class Daemon:
             skipped_rows=report.skipped_rows,
             busy=len(report.busy),
             failed=len(report.failed),
+            long_reads=len(report.deferred),
             ms=round(report.ms, 1),
             commits=report.commits,
             locked_ms=round(report.locked_ms, 2),
@@ -297,13 +343,23 @@ class Daemon:
             await self._rebuild(sessions[start : start + step])
 
     async def _drain(self) -> None:
-        """On shutdown: rebuild the sessions already dirty, then stop."""
-        if self._link is None or not self.debouncer.pending():
+        """On shutdown: rebuild the sessions already dirty (and being read), then stop."""
+        if self._link is None:
+            return
+        landed: list[Landed] = []
+        if self._long is not None and len(self._long):
+            landed = await asyncio.get_running_loop().run_in_executor(None, self._long.wait)
+        self._mark_due_now(self._after_flight)
+        self._after_flight.clear()
+        if not self.debouncer.pending() and not landed:
             return
         pending = self.debouncer.due(float("inf"))
-        self.log.info("draining dirty sessions before exit", sessions=len(pending))
+        self.log.info("draining dirty sessions before exit", sessions=len(pending) + len(landed))
         try:
-            for start in range(0, len(pending), self.settings.batch_max_sessions):
+            await self._rebuild(pending[: self.settings.batch_max_sessions], landed)
+            for start in range(
+                self.settings.batch_max_sessions, len(pending), self.settings.batch_max_sessions
+            ):
                 await self._rebuild(pending[start : start + self.settings.batch_max_sessions])
         except (StoreError, sqlite3.Error, OSError) as exc:
             self.log.error("could not drain; the next start catches up", error=str(exc))
@@ -472,6 +528,12 @@ class Daemon:
             f"watching {self.db.name}: {t.sessions} session rebuilds, "
             f"{t.spans_written} spans written, {self.debouncer.pending()} sessions dirty"
         )
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """`call_soon_threadsafe` from another thread, which may outlive the loop."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(callback)
 
 
 def _transient(exc: BaseException) -> bool:

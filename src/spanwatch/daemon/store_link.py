@@ -13,22 +13,26 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from spanwatch.daemon.memory import release_free_memory
 from spanwatch.store import marks, triggers
 from spanwatch.store.connection import data_version, open_store
-from spanwatch.store.errors import StoreBusyError
+from spanwatch.store.errors import StoreBusyError, StoreError
 from spanwatch.store.problems import log_problems
-from spanwatch.store.rebuild import Rebuilder, SessionResult, Tally
+from spanwatch.store.rebuild import FullRead, LongFullRead, Rebuilder, SessionResult, Tally
 from spanwatch.store.schema import ensure_schema
 
 #: Rows looked at per step of the new-rows scan; a backlog is taken in steps.
 SCAN_STEP = 200_000
 #: A full read of at least this many rows is followed by returning freed memory.
 LARGE_READ_ROWS = 5_000
+#: A read finished elsewhere: the session, and its read or the error it raised.
+Landed = tuple[str, FullRead | BaseException]
 #: Span rows per write transaction: a batch of sessions shares one commit,
 #: still only milliseconds long.
 WRITE_BATCH_ROWS = 2000
@@ -50,6 +54,8 @@ class BatchReport(Tally):
     busy: list[str] = field(default_factory=list)
     """Sessions whose write gave up on a locked store: to be tried again."""
     failed: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    """Long sessions to be read in full elsewhere (see `rebuild`)."""
     ms: float = 0.0
     commits: int = 0
     locked_ms: float = 0.0
@@ -159,24 +165,46 @@ class StoreLink:
         }
         return sorted(stale, key=lambda s: (first_id[s] is None, first_id[s] or 0))
 
-    def rebuild(self, sessions: list[str], flags: dict[str, int] | None = None) -> BatchReport:
+    def rebuild(
+        self,
+        sessions: list[str],
+        flags: dict[str, int] | None = None,
+        landed: list[Landed] | None = None,
+        defer_full_from: int | None = None,
+    ) -> BatchReport:
         """Rebuild `sessions`; `flags` holds the trigger counters of flagged ones.
 
-        Their writes share transactions of about WRITE_BATCH_ROWS rows. A
-        session whose write found the store locked for too long is reported
-        in `busy`, to be tried again.
+        `landed`: sessions read in full elsewhere (see `LongReads`), to diff
+        and write first. With `defer_full_from`, a session that would be read
+        in full and has at least that many rows is left out and reported in
+        `deferred`. The writes share transactions of about WRITE_BATCH_ROWS
+        rows. A session whose write found the store locked for too long is
+        reported in `busy`, to be tried again.
         """
         report = BatchReport()
         started = time.perf_counter()
         commits, locked_s = self.rebuilder.commits, self.rebuilder.locked_s
         results: list[SessionResult] = []
+        work: list[tuple[str, Callable[[], SessionResult]]] = [
+            (session_id, self._landed_work(read)) for session_id, read in landed or ()
+        ]
         for session_id in sessions:
+            flag = flags.get(session_id) if flags else None
+            rebuild = partial(
+                self.rebuilder.rebuild,
+                session_id,
+                flag_version=flag,
+                defer_full_from=defer_full_from,
+            )
+            work.append((session_id, rebuild))
+        for session_id, run in work:
             try:
-                flag = flags.get(session_id) if flags else None
-                results.append(self.rebuilder.rebuild(session_id, flag_version=flag))
+                results.append(run())
+            except LongFullRead:
+                report.deferred.append(session_id)
             except StoreBusyError as exc:
                 self._busy(report, exc)
-            except (sqlite3.DatabaseError, OSError):
+            except (sqlite3.DatabaseError, OSError, StoreError):
                 raise  # the store itself is in trouble: the daemon reopens it
             except Exception as exc:  # a bug must cost one session, not the daemon
                 self.rebuilder.forget(session_id)
@@ -199,6 +227,16 @@ class StoreLink:
         report.commits = self.rebuilder.commits - commits
         report.locked_ms = (self.rebuilder.locked_s - locked_s) * 1000
         return report
+
+    def _landed_work(self, read: FullRead | BaseException) -> Callable[[], SessionResult]:
+        """Diff and write a read done elsewhere; re-raise the error it raised there."""
+        if isinstance(read, BaseException):
+
+            def fail() -> SessionResult:
+                raise read
+
+            return fail
+        return partial(self.rebuilder.rebuild_read, read)
 
     def _busy(self, report: BatchReport, exc: StoreBusyError) -> None:
         for session_id in self.rebuilder.unwritten:

@@ -68,6 +68,21 @@ def open_store(
     return conn
 
 
+def open_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """Another, read-only, connection to a store this process has open already.
+
+    Not `open_store`: its checks open and close the file from Python, and
+    closing any descriptor of a file drops every POSIX lock the process holds
+    on it, SQLite's shared lock of the connection already open included. The
+    store's other users would then see no one else on it, and the last to
+    close would delete the -wal file that connection still writes to.
+    """
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    return conn
+
+
 def check_store_file(path: Path) -> None:
     """Fail early, with a clear message, on paths that cannot be a store."""
     if not path.exists():

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -42,6 +43,9 @@ ROWID_SCAN_COST = 4
 #: on purpose: evicting a long session costs a full read of it on its next
 #: change, which holds up every other session's rebuild meanwhile.
 MAX_CACHED_SPANS = 150_000
+
+#: Events fed between two calls of `read_in_full`'s `pace` (a millisecond or two).
+PACE_EVENTS = 32
 
 #: SQLite page cache of a one-shot rebuild: 64 MiB (a negative size is in KiB).
 REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"
@@ -147,6 +151,8 @@ class Rebuilder:
         self.retry_for_s = retry_for_s
         self.on_retry = on_retry
         self.clock_ms = clock_ms
+        self.write_guard: Callable[[], AbstractContextManager[object]] = nullcontext
+        """Entered around each write transaction (the daemon pauses a reading thread)."""
         self._cache: OrderedDict[str, _SessionState] = OrderedDict()
         self._cached_spans = 0
         self.latest_event_id = 0
@@ -165,8 +171,18 @@ class Rebuilder:
             if state is not None:
                 self._cached_spans -= len(state.spans.spans)
 
-    def rebuild(self, session_id: str, *, flag_version: int | None = None) -> SessionResult:
+    def rebuild(
+        self,
+        session_id: str,
+        *,
+        flag_version: int | None = None,
+        defer_full_from: int | None = None,
+    ) -> SessionResult:
         """Bring the session's stored spans up to date with its events.
+
+        `defer_full_from`: rather than read the session in full when it has at
+        least this many rows, raise `LongFullRead` (its cached state is then
+        dropped): the caller has the read done elsewhere (`read_in_full`).
 
         `flag_version`: the session was flagged by the capture triggers at this
         counter. A row may have changed in place, which watermarks cannot show,
@@ -185,7 +201,8 @@ class Rebuilder:
                 extended = True
             else:
                 mark = marks.live_mark(self.conn, session_id)
-                rows, extended = self._read(session_id, mark, cached)
+                defer = defer_full_from if flag_version is None else None
+                rows, extended = self._read(session_id, mark, cached, defer)
         if mark.row_count == 0:
             return self._vanish(session_id, flag_version)
         if extended and cached is not None:
@@ -208,25 +225,19 @@ class Rebuilder:
     def rebuild_read(self, read: FullRead) -> SessionResult:
         """`rebuild` of a session already read in full and fed (see `read_in_full`).
 
-        Only the diff against the stored rows, which this connection writes,
-        and the write happen here.
+        Only the check for span ids another session owns, the diff of the
+        rows built there with the stored ones and the write happen here.
         """
         session_id = read.session_id
         self.forget(session_id)
         if read.state.mark.row_count == 0:
             return self._vanish(session_id, None)
-        state = read.state
-        state.stored = span_rows.stored_fingerprints(self.conn, session_id)
         previous_mark = marks.read_mark(self.conn, session_id)
         result = SessionResult(session_id, "full")
         return self._finish(
-            state, result, read.rows, known=0, changed=read.changed,
-            previous_mark=previous_mark, flag_version=None,
+            read.state, result, read.rows, known=0, changed=read.changed,
+            previous_mark=previous_mark, flag_version=None, built=read.built,
         )  # fmt: skip
-
-    def is_cached(self, session_id: str) -> bool:
-        """Whether the session's state is in memory (its next rebuild may read only new rows)."""
-        return session_id in self._cache
 
     def _finish(
         self,
@@ -238,8 +249,13 @@ class Rebuilder:
         changed: set[str],
         previous_mark: SessionMark | None,
         flag_version: int | None,
+        built: list[span_rows.BuiltRow] | None = None,
     ) -> SessionResult:
-        """Diff the session's fed state with its stored rows, queue the write, cache it."""
+        """Diff the session's fed state with its stored rows, queue the write, cache it.
+
+        `built`: all its rows, made already under their raw span ids (used
+        unless another session owns one of them).
+        """
         session_id = result.session_id
         mark = state.mark
         result.rows_read = rows.row_count
@@ -252,11 +268,14 @@ class Rebuilder:
             owned_elsewhere=state.owned_elsewhere, pending_owners=self._pending_owners,
         )  # fmt: skip
         stored_id = _stored_id_for(session_id, state.owned_elsewhere)
-        if result.mode == "full":
-            records = state.tree.records(stored_id=stored_id)
+        if built is not None and stored_id is None:
+            diff = span_rows.diff_built_rows(state.stored, built)
         else:
-            records = state.tree.records(changed, stored_id=stored_id)
-        diff = span_rows.diff_rows(state.stored, records, complete=result.mode == "full")
+            if result.mode == "full":
+                records = state.tree.records(stored_id=stored_id)
+            else:
+                records = state.tree.records(changed, stored_id=stored_id)
+            diff = span_rows.diff_rows(state.stored, records, complete=result.mode == "full")
         result.spans = len(state.spans.spans)
         result.upserted = len(diff.upserts) + len(diff.updates)
         result.deleted = len(diff.deletes)
@@ -352,7 +371,10 @@ class Rebuilder:
 
     def _write(self, pending: list[_Write]) -> None:
         now_ms = self.clock_ms()
-        with write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry):
+        with (
+            self.write_guard(),
+            write_transaction(self.conn, retry_for_s=self.retry_for_s, on_retry=self.on_retry),
+        ):
             locked_at = time.perf_counter()
             if self.fresh and marks.count_marks(self.conn) != self._marks_written:
                 raise _SpansWrittenElsewhere
@@ -418,9 +440,16 @@ class Rebuilder:
         return rows, mark
 
     def _read(
-        self, session_id: str, mark: SessionMark, cached: _SessionState | None
+        self,
+        session_id: str,
+        mark: SessionMark,
+        cached: _SessionState | None,
+        defer_full_from: int | None = None,
     ) -> tuple[SessionRows, bool]:
-        """New rows only when the session just grew past what was seen; else all rows."""
+        """New rows only when the session just grew past what was seen; else all rows.
+
+        All rows of a session with at least `defer_full_from` rows: `LongFullRead`.
+        """
         if mark.row_count == 0:
             return SessionRows(), False
         if cached is not None and mark == cached.mark:
@@ -431,6 +460,8 @@ class Rebuilder:
                 not rows.events or _position(rows.events[0]) > cached.last_position
             ):
                 return rows, True
+        if defer_full_from is not None and mark.row_count >= defer_full_from:
+            raise LongFullRead(session_id)
         return load_session_rows(self.conn, self.shape, session_id), False
 
     def _vanish(self, session_id: str, flag_version: int | None) -> SessionResult:
@@ -439,6 +470,18 @@ class Rebuilder:
         self._queue(_Write(session_id, span_rows.SpanDiff(), None, flag_version=flag_version))
         result.wrote = True
         return result
+
+
+class LongFullRead(Exception):
+    """A rebuild that would read a long session in full, left to the caller (see `rebuild`)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"{session_id} is to be read in full elsewhere")
+        self.session_id = session_id
+
+
+class _SpansWrittenElsewhere(Exception):
+    """In a fresh rebuild, another process wrote spans to the store."""
 
 
 @dataclass(slots=True)
@@ -451,34 +494,56 @@ class FullRead:
 
     session_id: str
     state: _SessionState
-    """Engine state and mark; `stored` is left for the writing side to read."""
+    """Engine state, mark, and the session's stored rows (their fingerprints)."""
     rows: SessionRows
     """What was read, without its events (they held the payloads; fed already)."""
     changed: set[str]
+    built: list[span_rows.BuiltRow]
+    """Every span as a row under its raw id, in sorted order."""
 
 
-class _SpansWrittenElsewhere(Exception):
-    """In a fresh rebuild, another process wrote spans to the store."""
+def read_in_full(
+    conn: sqlite3.Connection,
+    shape: EventsShape,
+    session_id: str,
+    *,
+    pace: Callable[[], object] | None = None,
+) -> FullRead:
+    """Read every row of the session in one snapshot and feed them (see `FullRead`).
 
-
-def read_in_full(conn: sqlite3.Connection, shape: EventsShape, session_id: str) -> FullRead:
-    """Read every row of the session in one snapshot and feed them (see `FullRead`)."""
+    `pace`, if given, is called before every PACE_EVENTS events fed, after the
+    read snapshot has ended: a background reader waits there while the
+    daemon's store thread writes (see `spanwatch.daemon.long_reads`). The
+    session's stored rows are read as well (in a later snapshot: the caller
+    alone writes them, and not while this read is under way), and its rows
+    built, so that little is left for the writing side.
+    """
     with read_snapshot(conn):
         mark = marks.live_mark(conn, session_id)
         rows = load_session_rows(conn, shape, session_id) if mark.row_count else SessionRows()
     state = _fresh_state(mark)
-    changed = _feed(state, rows)
+    changed = _feed(state, rows, pace)
     rows.events = []
-    return FullRead(session_id, state, rows, changed)
+    state.stored = span_rows.stored_fingerprints(conn, session_id)
+    built = [(span_rows.record_row(record), record.paths) for record in state.tree.records()]
+    return FullRead(session_id, state, rows, changed, built)
 
 
 def _fresh_state(mark: SessionMark) -> _SessionState:
     return _SessionState(SessionSpans(), SpanTree(), (-1, -1), mark, {}, {}, 0)
 
 
-def _feed(state: _SessionState, rows: SessionRows) -> set[str]:
+def _feed(
+    state: _SessionState, rows: SessionRows, pace: Callable[[], object] | None = None
+) -> set[str]:
     """Feed the rows' events; the ids of the spans whose records may have changed."""
-    state.spans.feed_all(rows.events)
+    events = rows.events
+    if pace is None:
+        state.spans.feed_all(events)
+    else:
+        for start in range(0, len(events), PACE_EVENTS):
+            pace()
+            state.spans.feed_all(events[start : start + PACE_EVENTS])
     changed = state.tree.update(state.spans.spans, state.spans.touched)
     state.spans.touched.clear()
     if rows.events:

@@ -1,0 +1,149 @@
+"""Full reads of long sessions done elsewhere: same rows, and the reading thread's pauses."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from spanwatch.daemon.long_reads import LongReads
+from spanwatch.daemon.store_link import file_identity
+from spanwatch.engine import Event
+from spanwatch.engine.events import EventKind as K
+from spanwatch.store.connection import open_store
+from spanwatch.store.rebuild import FullRead, LongFullRead, Rebuilder, read_in_full
+from spanwatch.store.schema import ensure_schema, events_shape
+from stores import insert_events, make_store, path_rows, span_table
+
+
+def tool_use(session: str, seq: int, ts: int, call_id: str, tool: str = "Read") -> list[Event]:
+    return [
+        Event(session, seq, ts, K.TOOL_CALL, tool=tool, tool_call_id=call_id,
+              payload=json.dumps({"file_path": f"/src/{call_id}.py"})),
+        Event(session, seq + 1, ts + 5, K.TOOL_RESULT, tool=tool, tool_call_id=call_id,
+              tokens_in=10, tokens_out=3),
+    ]  # fmt: skip
+
+
+def session_events(
+    session: str, uses: int, start_seq: int = 0, start_ts: int = 1000
+) -> list[Event]:
+    events: list[Event] = []
+    for i in range(uses):
+        events += tool_use(session, start_seq + 2 * i, start_ts + 10 * i, f"{session}-c{i}")
+    return events
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Path, sqlite3.Connection]:
+    path = tmp_path / "events.db"
+    return path, make_store(path)
+
+
+def rebuilder(path: Path) -> Rebuilder:
+    conn = open_store(path)
+    ensure_schema(conn)
+    return Rebuilder(conn, cache_sessions=8)
+
+
+def test_a_read_done_elsewhere_writes_what_a_rebuild_writes(
+    store: tuple[Path, sqlite3.Connection], tmp_path: Path
+) -> None:
+    path, conn = store
+    insert_events(conn, session_events("s1", 40))
+    rb = rebuilder(path)
+    rb.rebuild("s1")
+    # Rows a cached rebuild cannot take incrementally: they sort before what it saw.
+    insert_events(conn, tool_use("s1", 500, 1001, "early", tool="Glob"))
+    with pytest.raises(LongFullRead):
+        rb.rebuild("s1", defer_full_from=10)
+    reader = open_store(path)
+    read = read_in_full(reader, events_shape(reader), "s1", pace=lambda: None)
+    result = rb.rebuild_read(read)
+    rb.flush()
+    assert result.mode == "full"
+    assert result.upserted == 1
+    expected = tmp_path / "expected.db"
+    fresh = make_store(expected)
+    insert_events(fresh, [*session_events("s1", 40), *tool_use("s1", 500, 1001, "early", "Glob")])
+    other = rebuilder(expected)
+    other.rebuild("s1")
+    other.flush()
+    assert span_table(conn) == span_table(fresh)
+    assert path_rows(conn) == path_rows(fresh)
+    # The read's state is cached: what comes next is read incrementally.
+    insert_events(conn, tool_use("s1", 600, 9000, "late"))
+    assert rb.rebuild("s1", defer_full_from=10).mode == "incremental"
+
+
+def test_only_long_full_reads_are_deferred(store: tuple[Path, sqlite3.Connection]) -> None:
+    path, conn = store
+    insert_events(conn, session_events("short", 3))
+    insert_events(conn, session_events("long", 30))
+    rb = rebuilder(path)
+    assert rb.rebuild("short", defer_full_from=10).mode == "full"
+    with pytest.raises(LongFullRead):
+        rb.rebuild("long", defer_full_from=10)
+    rb.rebuild("long")  # read here instead
+    insert_events(conn, tool_use("long", 900, 99_000, "next"))
+    assert rb.rebuild("long", defer_full_from=10).mode == "incremental"
+
+
+def test_landed_reads_and_a_pause_that_holds_the_reader(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
+    path, conn = store
+    insert_events(conn, session_events("s1", 400))
+    ensure_schema(conn)
+    landed = threading.Event()
+    reads = LongReads(
+        path, events_shape(conn), identity=file_identity(path), busy_timeout_ms=1000,
+        on_landed=landed.set,
+    )  # fmt: skip
+    try:
+        with reads.paused():
+            reads.submit("s1")
+            assert "s1" in reads
+            time.sleep(0.3)
+            assert not landed.is_set()  # held at its first pace point
+        assert landed.wait(30)
+        ((session_id, read),) = reads.landed()
+        assert session_id == "s1"
+        assert isinstance(read, FullRead)
+        assert len(read.built) == 400
+        assert "s1" not in reads
+    finally:
+        reads.close()
+
+
+def test_closing_gives_up_reads_in_flight(store: tuple[Path, sqlite3.Connection]) -> None:
+    path, conn = store
+    insert_events(conn, session_events("s1", 50))
+    ensure_schema(conn)
+    reads = LongReads(
+        path, events_shape(conn), identity=file_identity(path), busy_timeout_ms=1000,
+        on_landed=lambda: None,
+    )  # fmt: skip
+    with reads.paused():
+        reads.submit("s1")
+        assert reads.close() == ["s1"]
+    assert len(reads) == 0
+
+
+def test_a_replaced_file_is_not_read(store: tuple[Path, sqlite3.Connection]) -> None:
+    path, conn = store
+    insert_events(conn, session_events("s1", 5))
+    ensure_schema(conn)
+    reads = LongReads(
+        path, events_shape(conn), identity=(0, 0), busy_timeout_ms=1000, on_landed=lambda: None
+    )
+    try:
+        reads.submit("s1")
+        ((_, error),) = reads.wait()
+        assert "replaced" in str(error)
+    finally:
+        reads.close()

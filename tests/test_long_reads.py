@@ -14,7 +14,9 @@ from spanwatch.daemon.long_reads import LongReads
 from spanwatch.daemon.store_link import file_identity
 from spanwatch.engine import Event
 from spanwatch.engine.events import EventKind as K
+from spanwatch.store import rebuild
 from spanwatch.store.connection import open_store
+from spanwatch.store.events import row_keys
 from spanwatch.store.rebuild import FullRead, LongFullRead, Rebuilder, read_in_full
 from spanwatch.store.schema import ensure_schema, events_shape
 from stores import insert_events, make_store, path_rows, span_table
@@ -147,3 +149,50 @@ def test_a_replaced_file_is_not_read(store: tuple[Path, sqlite3.Connection]) -> 
         assert "replaced" in str(error)
     finally:
         reads.close()
+
+
+def test_a_long_session_read_in_parts_gives_what_one_read_gives(
+    store: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, conn = store
+    events = session_events("s1", 60)
+    # Rows arrive out of load order, and one cannot be used at all.
+    insert_events(conn, events[40:] + events[:40])
+    insert_events(conn, tool_use("s1", 900, 1003, "late", tool="Glob"))
+    conn.execute(
+        "INSERT INTO events (session_id, seq, ts_ms, kind, source, payload) "
+        "VALUES ('s1', 999, 'soon', 'ToolCall', 'Hook', '{}')"
+    )
+    ensure_schema(conn)
+    reader = open_store(path)
+    shape = events_shape(reader)
+    whole = read_in_full(reader, shape, "s1", parts=False)
+    monkeypatch.setattr(rebuild, "READ_PART_ROWS", 7)
+    parts = read_in_full(reader, shape, "s1", pace=lambda: None)
+    assert parts.built == whole.built
+    assert parts.state.mark == whole.state.mark
+    assert parts.state.last_position == whole.state.last_position
+    assert parts.rows.row_count == whole.rows.row_count == 123
+    assert [r.seq for r in parts.rows.skipped] == [r.seq for r in whole.rows.skipped] == [999]
+
+
+def test_a_part_that_changed_since_the_keys_were_read_means_one_read(
+    store: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, conn = store
+    insert_events(conn, session_events("s1", 30))
+    ensure_schema(conn)
+    reader = open_store(path)
+    shape = events_shape(reader)
+    monkeypatch.setattr(rebuild, "READ_PART_ROWS", 7)
+    keys_of = row_keys
+
+    def keys_then_delete(c: sqlite3.Connection, session_id: str) -> list[tuple[object, ...]]:
+        keys = keys_of(c, session_id)
+        conn.execute("DELETE FROM events WHERE seq = 10")  # after the keys were read
+        return keys
+
+    monkeypatch.setattr(rebuild, "row_keys", keys_then_delete)
+    read = read_in_full(reader, shape, "s1")
+    assert read.rows.row_count == read.state.mark.row_count == 59
+    assert len(read.built) == 29  # s1-c5 lost its call: its result joins another span

@@ -10,12 +10,12 @@ and a token count outside u32 reads as NULL (DESIGN.md "Integer edges").
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from spanwatch.engine.events import U32_MAX, Event, EventKind, EventSource
-from spanwatch.store.connection import InvalidText, fetch_all
+from spanwatch.store.connection import InvalidText, fetch_all, read_snapshot
 from spanwatch.store.schema import EventsShape
 
 #: Kinds whose events never touch a span: validated and counted, not kept.
@@ -86,6 +86,53 @@ def load_session_rows(
     rows = convert_rows(fetch_all(conn, sql, params))
     rows.events.sort(key=_load_order)
     return rows
+
+
+class RowsChanged(Exception):
+    """A row read in an earlier snapshot was gone or different in a later one."""
+
+
+def row_keys(conn: sqlite3.Connection, session_id: str) -> list[tuple[Any, ...]]:
+    """(id, ts_ms, seq) of each of the session's rows: what orders them, without payloads."""
+    return fetch_all(conn, "SELECT id, ts_ms, seq FROM events WHERE session_id = ?", (session_id,))
+
+
+def session_rows_in_parts(
+    conn: sqlite3.Connection,
+    shape: EventsShape,
+    session_id: str,
+    keys: list[tuple[Any, ...]],
+    part_rows: int,
+) -> Iterator[SessionRows]:
+    """The rows `keys` name, in load order, `part_rows` at a time, each part in its own snapshot.
+
+    What `load_session_rows` gives, cut in parts, without ever holding all the
+    payloads in memory. `keys` come from `row_keys` in an earlier snapshot;
+    every row must still be there with the same session, ts_ms and seq, else
+    `RowsChanged` is raised (the caller then reads the session whole). Rows
+    that cannot be sorted (their ts_ms or seq is not an integer) are skipped
+    anyway; they come last.
+    """
+    sortable = sorted(
+        (ts, seq, row_id) for row_id, ts, seq in keys if type(ts) is int and type(seq) is int
+    )
+    order = [row_id for _, _, row_id in sortable]
+    order += [row_id for row_id, ts, seq in keys if not (type(ts) is int and type(seq) is int)]
+    expected = {row_id: (ts, seq) for row_id, ts, seq in keys}
+    for start in range(0, len(order), part_rows):
+        ids = order[start : start + part_rows]
+        marks = ", ".join("?" * len(ids))
+        with read_snapshot(conn):
+            fetched = fetch_all(
+                conn, f"SELECT {shape.select_list} FROM events WHERE id IN ({marks})", tuple(ids)
+            )
+        by_id = {row[0]: row for row in fetched}
+        # Columns 1 to 3 of the select list: session_id, seq, ts_ms.
+        if len(by_id) != len(ids) or any(
+            row[1] != session_id or (row[3], row[2]) != expected[row[0]] for row in fetched
+        ):
+            raise RowsChanged(session_id)
+        yield convert_rows(by_id[row_id] for row_id in ids)
 
 
 def _load_order(event: Event) -> tuple[int, int]:

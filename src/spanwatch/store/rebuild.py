@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from spanwatch.engine import SessionSpans, SpanTree
 from spanwatch.engine.builder import SpanBuilder
@@ -27,7 +28,15 @@ from spanwatch.engine.records import SpanRecord
 from spanwatch.store import marks, triggers
 from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import RetryHook, open_store, read_snapshot, write_transaction
-from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
+from spanwatch.store.events import (
+    RowsChanged,
+    SessionRows,
+    SkippedRow,
+    TokenOutOfRange,
+    load_session_rows,
+    row_keys,
+    session_rows_in_parts,
+)
 from spanwatch.store.marks import SessionMark
 from spanwatch.store.prepare import PreparedSession, prepare_session, prepared_sessions
 from spanwatch.store.schema import EventsShape, ensure_schema, events_shape
@@ -46,6 +55,8 @@ MAX_CACHED_SPANS = 150_000
 
 #: Events fed between two calls of `read_in_full`'s `pace` (a millisecond or two).
 PACE_EVENTS = 32
+#: Rows `read_in_full` reads (and feeds) at a time from a long session.
+READ_PART_ROWS = 2000
 
 #: SQLite page cache of a one-shot rebuild: 64 MiB (a negative size is in KiB).
 REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"
@@ -508,6 +519,7 @@ def read_in_full(
     session_id: str,
     *,
     pace: Callable[[], object] | None = None,
+    parts: bool = True,
 ) -> FullRead:
     """Read every row of the session in one snapshot and feed them (see `FullRead`).
 
@@ -517,16 +529,65 @@ def read_in_full(
     session's stored rows are read as well (in a later snapshot: the caller
     alone writes them, and not while this read is under way), and its rows
     built, so that little is left for the writing side.
+
+    A session of more than READ_PART_ROWS rows is read a part at a time and
+    each part fed before the next is read, so its payloads are never all in
+    memory at once (a 50,000-event session's are about 150 MB in Python). The
+    watermark and the rows' keys come from one snapshot; each part, read in a
+    later one, must match them, else the session is read again in one piece.
     """
     with read_snapshot(conn):
         mark = marks.live_mark(conn, session_id)
-        rows = load_session_rows(conn, shape, session_id) if mark.row_count else SessionRows()
+        long = parts and mark.row_count > READ_PART_ROWS
+        keys = row_keys(conn, session_id) if long else None
+        rows = SessionRows()
+        if keys is None and mark.row_count:
+            rows = load_session_rows(conn, shape, session_id)
     state = _fresh_state(mark)
-    changed = _feed(state, rows, pace)
+    if keys is None:
+        changed = _feed(state, rows, pace)
+    else:
+        try:
+            rows, changed = _feed_in_parts(conn, shape, state, keys, pace)
+        except RowsChanged:
+            return read_in_full(conn, shape, session_id, pace=pace, parts=False)
     rows.events = []
     state.stored = span_rows.stored_fingerprints(conn, session_id)
     built = [(span_rows.record_row(record), record.paths) for record in state.tree.records()]
     return FullRead(session_id, state, rows, changed, built)
+
+
+def _feed_in_parts(
+    conn: sqlite3.Connection,
+    shape: EventsShape,
+    state: _SessionState,
+    keys: list[tuple[Any, ...]],
+    pace: Callable[[], object] | None,
+) -> tuple[SessionRows, set[str]]:
+    """`_feed` of the rows `keys` name, read READ_PART_ROWS at a time; what was read."""
+    total = SessionRows()
+    last: Event | None = None
+    for part in session_rows_in_parts(conn, shape, state.mark.session_id, keys, READ_PART_ROWS):
+        events = part.events
+        if pace is None:
+            state.spans.feed_all(events)
+        else:
+            for start in range(0, len(events), PACE_EVENTS):
+                pace()
+                state.spans.feed_all(events[start : start + PACE_EVENTS])
+        if events:
+            last = events[-1]
+        total.skipped += part.skipped
+        total.token_notes += part.token_notes
+        total.row_count += part.row_count
+        total.max_seq = max(total.max_seq, part.max_seq)
+        total.max_id = max(total.max_id, part.max_id)
+    changed = state.tree.update(state.spans.spans, state.spans.touched)
+    state.spans.touched.clear()
+    if last is not None:
+        state.last_position = (last.ts_ms, last.seq)
+    state.skipped_rows += len(total.skipped)
+    return total, changed
 
 
 def _fresh_state(mark: SessionMark) -> _SessionState:

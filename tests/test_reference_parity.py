@@ -40,8 +40,8 @@ from reference_rust import (
     run_reference,
 )
 from spanwatch.daemon.store_link import StoreLink
-from spanwatch.engine.events import Event
 from spanwatch.store.rebuild import PARALLEL_MIN_SESSIONS, rebuild_store
+from stores import event_row
 from test_reference_rust import (
     CASES,
     Row,
@@ -154,20 +154,44 @@ def test_rebuild_over_stored_rows_rewrites_values_that_hash_alike(
 
 #: Costs whose Python hashes collide (-1 and -2; n and n + 2**61 - 1).
 COLLIDING_COSTS = st.sampled_from([None, -1, -2, 3, 3 + 2**61 - 1, 0])
+#: Values of a storage class the reference cannot read in that column: it drops the row.
+UNREADABLE = st.sampled_from(
+    [
+        ("tokens_in", 1.5),
+        ("tokens_out", "many"),
+        ("reasoning_tokens", b"\x01"),
+        ("cost_usd_e6", 2.5),
+        ("ts_exact", "yes"),
+        ("ts_ms", 1.5),
+        ("ts_ms", "noon"),
+        ("tool", b"Read"),
+        ("tool_call_id", b"toolu_01"),
+        ("kind", b"ToolCall"),
+        ("payload", b"{}"),
+    ]
+)
 
 
 @st.composite
-def batched_arrivals(draw: st.DrawFn) -> tuple[list[Event], list[list[Event]]]:
-    """Several sessions' events, arriving in batches, in order or shuffled."""
-    events = [replace(e, cost_usd_e6=draw(COLLIDING_COSTS)) for e in draw(several_sessions())]
-    arrival = draw(st.permutations(events)) if draw(st.booleans()) else events
+def batched_arrivals(draw: st.DrawFn) -> tuple[list[Row], list[list[Row]]]:
+    """Several sessions' events, a few rows unreadable, arriving in batches,
+    in order or shuffled."""
+    rows: list[Row] = []
+    for drawn in draw(several_sessions()):
+        event = replace(drawn, cost_usd_e6=draw(COLLIDING_COSTS))
+        if draw(st.integers(0, 15)) == 0:
+            column, value = draw(UNREADABLE)
+            rows.append(event_row(event) | {column: value})
+        else:
+            rows.append(event)
+    arrival = draw(st.permutations(rows)) if draw(st.booleans()) else rows
     cuts = sorted(draw(st.lists(st.integers(0, len(arrival)), max_size=6)))
     batches, previous = [], 0
     for cut in [*cuts, len(arrival)]:
         if cut > previous:
             batches.append(list(arrival[previous:cut]))
         previous = cut
-    return events, batches
+    return rows, batches
 
 
 @PARITY

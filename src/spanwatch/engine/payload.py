@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -47,6 +46,7 @@ _JSON_STARTS = _CONTAINER_STARTS | frozenset(_JSON_SPACE)
 
 
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NOT_JSON_SPACE = re.compile(r"[^ \t\n\r]")
 
 #: A path key in quotes; the closing quote is escaped once per level of
 #: JSON-in-a-string (the opening one too, but its backslashes come before it).
@@ -172,7 +172,7 @@ def _parse_one(
     walk = _Walk(collect=names_path)
     if not walk.container(value, 1):
         return None, None, []
-    if walk.edge or _may_hide_values(text, walk):
+    if walk.edge or _may_hide_values(text, value, walk):
         value = _loads_exact(text)
         if not isinstance(value, dict | list):
             return value, None, []
@@ -181,15 +181,17 @@ def _parse_one(
     return value, walk.paths, walk.strings
 
 
-def _may_hide_values(text: str, walk: _Walk) -> bool:
+def _may_hide_values(text: str, value: dict[str, Any] | list[Any], walk: _Walk) -> bool:
     """Whether duplicate keys may hide a value that serde_json would refuse.
 
     Only an edge number or nesting too deep can be refused there (orjson
     refuses all else serde does, hidden or not). Each object member in the
     text has one colon outside strings; every other colon is a character of a
     string. So with no duplicates, the text's colons are the parsed value's
-    members plus the colons in its strings, and any more mean duplicates
-    (unless `\\u003a` escapes spell colons: then colons outside strings are counted).
+    members plus the colons in its keys and strings, which is what the
+    parsed value written out again holds (orjson escapes no colon), and any
+    more mean duplicates (unless `\\u003a` escapes spell colons: then colons
+    outside strings are counted).
     """
     colons = text.count(":")
     if colons <= walk.members:
@@ -197,7 +199,10 @@ def _may_hide_values(text: str, walk: _Walk) -> bool:
     if "\\u003" in text:
         duplicates = _outside_strings(text).count(":") > walk.members
     else:
-        duplicates = colons > walk.members + walk.string_colons
+        try:
+            duplicates = colons > orjson.dumps(value).count(b":")
+        except orjson.JSONEncodeError:  # not expected of what orjson parsed: be safe
+            duplicates = True
     if not duplicates:
         return False
     return text.count("[") + text.count("{") >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
@@ -323,10 +328,11 @@ def _outside_strings(text: str) -> str:
 class _Walk:
     """One walk over a parsed container: paths (if collected), members, depth, edge numbers.
 
-    This is the hottest loop of a rebuild, hence `type(...) is` over isinstance.
+    This is the hottest loop of a rebuild, hence `type(...) is` over isinstance,
+    and objects and arrays walked by loops of their own.
     """
 
-    __slots__ = ("collect", "edge", "members", "paths", "string_colons", "strings")
+    __slots__ = ("collect", "edge", "members", "paths", "strings")
 
     def __init__(self, *, collect: bool) -> None:
         self.collect = collect
@@ -339,38 +345,53 @@ class _Walk:
         """Object members walked, to compare with the text's (duplicate keys)."""
         self.edge = False
         """Whether a number at the edge of the range was seen."""
-        self.string_colons = 0
-        """Colons inside the keys and strings walked (duplicate keys, again)."""
 
     def container(self, value: dict[str, Any] | list[Any], depth: int) -> bool:
         """Walk `value`, nested `depth` deep; False if it nests as deep as serde refuses."""
+        if isinstance(value, dict):
+            return self.object(value, depth)
+        return self.array(value, depth)
+
+    def object(self, value: dict[str, Any], depth: int) -> bool:
         if depth >= MAX_DEPTH:
             return False
-        if type(value) is dict:
-            self.members += len(value)
-            colons = "".join(value).count(":")
-            pairs: Iterable[tuple[str | None, Any]] = value.items()
-        else:
-            colons = 0
-            pairs = ((None, item) for item in value)
+        self.members += len(value)
         collect = self.collect
-        paths = self.paths
-        strings = self.strings
-        for key, item in pairs:
+        for key, item in value.items():
             kind = type(item)
             if kind is str:
-                colons += item.count(":")
                 if collect:
                     if item and key in PATH_KEYS:
-                        paths.append(item)
+                        self.paths.append(item)
                     if len(item) >= _MIN_PATH_JSON and item[0] in _JSON_STARTS:
-                        strings.append(item)
-            elif kind is dict or kind is list:
-                if not self.container(item, depth + 1):
+                        self.strings.append(item)
+            elif kind is dict:
+                if not self.object(item, depth + 1):
+                    return False
+            elif kind is list:
+                if not self.array(item, depth + 1):
                     return False
             elif kind is float and not -EDGE < item < EDGE:
                 self.edge = True
-        self.string_colons += colons
+        return True
+
+    def array(self, value: list[Any], depth: int) -> bool:
+        if depth >= MAX_DEPTH:
+            return False
+        collect = self.collect
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                if collect and len(item) >= _MIN_PATH_JSON and item[0] in _JSON_STARTS:
+                    self.strings.append(item)
+            elif kind is dict:
+                if not self.object(item, depth + 1):
+                    return False
+            elif kind is list:
+                if not self.array(item, depth + 1):
+                    return False
+            elif kind is float and not -EDGE < item < EDGE:
+                self.edge = True
         return True
 
 
@@ -380,9 +401,9 @@ def _walk_strings(pending: list[str], out: list[str]) -> None:
     while pending:
         text = pending.pop()
         first = text[0] if text else ""
-        if first in _JSON_SPACE:
-            stripped = text.lstrip(_JSON_SPACE)
-            first = stripped[0] if stripped else ""
+        if first in _JSON_SPACE:  # found without copying the text, often a long one
+            found = _NOT_JSON_SPACE.search(text)
+            first = found.group() if found else ""
         if first not in _CONTAINER_STARTS or not may_name_path(text):
             continue
         inner, paths, strings = _parse_one(text, names_path=True)

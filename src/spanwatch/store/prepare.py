@@ -30,6 +30,12 @@ from spanwatch.store.spans import BuiltRow, record_row
 #: Sessions handed to a worker at a time: enough to make each hand-over worth
 #: its cost, few enough that the long sessions spread over the workers.
 CHUNK_SESSIONS = 8
+#: Workers read the store through a memory map of up to this size (SQLite caps
+#: it at 2 GB): pages are read in place instead of by a system call and a copy
+#: each, a fifth less CPU for reading. Each chunk maps the file afresh, so the
+#: pages one worker touched do not pile up in its resident size. (A store
+#: truncated under a mapping kills the worker with SIGBUS: a failed rebuild.)
+READ_MMAP_BYTES = 1 << 40
 #: Chunks in flight per worker: keeps workers busy while a long session holds
 #: up the in-order hand-back, and bounds the memory of results waiting for it.
 CHUNKS_AHEAD = 4
@@ -72,17 +78,35 @@ def prepare_session(
     )
 
 
+def start_workers(jobs: int) -> ProcessPoolExecutor:
+    """A pool of `jobs` worker processes, started now (each takes ~0.3 s to import
+    spanwatch: the caller lists the sessions meanwhile). Shut it down when done."""
+    # spawn, not fork: the caller may hold SQLite connections and threads.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_ignore_interrupts)
+    for _ in range(jobs):
+        pool.submit(_ignore_interrupts)
+    return pool
+
+
 def prepared_sessions(
-    db_path: Path, session_ids: Sequence[str], *, jobs: int, busy_timeout_ms: int = 5000
+    db_path: Path,
+    session_ids: Sequence[str],
+    *,
+    jobs: int,
+    busy_timeout_ms: int = 5000,
+    pool: ProcessPoolExecutor | None = None,
 ) -> Iterator[PreparedSession]:
-    """`prepare_session` of each session by `jobs` worker processes, yielded in the given order."""
+    """`prepare_session` of each session by `jobs` worker processes, yielded in the given order.
+
+    `pool`: from `start_workers(jobs)`, shut down here at the end.
+    """
     chunks = (
         list(session_ids[start : start + CHUNK_SESSIONS])
         for start in range(0, len(session_ids), CHUNK_SESSIONS)
     )
-    # spawn, not fork: the caller may hold SQLite connections and threads.
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_ignore_interrupts)
+    if pool is None:
+        pool = start_workers(jobs)
     try:
         ahead: deque[Future[list[PreparedSession]]] = deque()
         for chunk in chunks:
@@ -112,4 +136,8 @@ def _prepare_chunk(
         conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms, readonly=True)
         _worker_stores[db_path] = (conn, events_shape(conn))
     conn, shape = _worker_stores[db_path]
-    return [prepare_session(conn, shape, session_id) for session_id in session_ids]
+    conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")
+    try:
+        return [prepare_session(conn, shape, session_id) for session_id in session_ids]
+    finally:
+        conn.execute("PRAGMA mmap_size = 0")

@@ -38,7 +38,12 @@ from spanwatch.store.events import (
     session_rows_in_parts,
 )
 from spanwatch.store.marks import SessionMark
-from spanwatch.store.prepare import PreparedSession, prepare_session, prepared_sessions
+from spanwatch.store.prepare import (
+    PreparedSession,
+    prepare_session,
+    prepared_sessions,
+    start_workers,
+)
 from spanwatch.store.schema import EventsShape, ensure_schema, events_shape
 
 #: New rows of a cached session are found by a rowid range scan (rather than by
@@ -746,6 +751,8 @@ def rebuild_store(
     """
     started = time.perf_counter()
     conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms)
+    # Every session is many sessions: start the workers while they are listed.
+    pool = start_workers(jobs) if jobs > 1 and sessions is None else None
     try:
         # Index pages of tool_spans stay cached for a one-shot rebuild that
         # writes rows all over them (SQLite's default keeps 2 MB).
@@ -766,8 +773,9 @@ def rebuild_store(
         results: Iterator[SessionResult]
         if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
             prepared = prepared_sessions(
-                Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms
+                Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms, pool=pool
             )
+            pool = None
             results = map(rebuilder.rebuild_prepared, prepared)
         elif rebuilder.fresh:
             shape = rebuilder.shape
@@ -783,5 +791,7 @@ def rebuild_store(
         rebuilder.flush()
     finally:
         conn.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     summary.seconds = time.perf_counter() - started
     return summary

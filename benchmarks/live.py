@@ -14,7 +14,9 @@ cached beside the generated one):
    READY=1 awaited on an sd_notify socket this benchmark binds) running.
    A sampler thread polls `spanwatch_sessions` every 5 ms, read-only, to find
    when each commit's rows are reflected in the spans: commit-to-span latency.
-   The daemon's CPU and RSS come from psutil and /proc (VmHWM).
+   The daemon's CPU and RSS come from psutil and /proc (VmHWM);
+   `daemon.write_lock` from its log: how often it committed and which share
+   of the time it held the store's write lock (what the writer's p99 meets).
 3. Idle: the daemon's CPU over 30 s with no writes.
 4. Rate steps (same daemon, same store): 2k, 5k, 10k, 20k, 50k events/s,
    with one writer process per 10,000 events/s (payload_scale 0.1, the
@@ -225,6 +227,7 @@ class Run:
                 "peak_rss_mb_sampled": round(daemon.take_rss_peak(), 1),
                 "peak_rss_mb_since_start": round(daemon.hwm_mb(), 1),
             }
+            out["daemon"]["write_lock"] = daemon.write_lock(started, ended)
             out["sampler"] = sampler_stats
             out["_commits"] = commits
         return out

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
-from benchlib.common import spanwatch_argv, vm_hwm_mb
+from benchlib.common import percentile, rounded, spanwatch_argv, vm_hwm_mb
 
 
 class NotifySocket:
@@ -76,6 +78,7 @@ class DaemonProcess:
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.notify = NotifySocket(notify_path)
+        self.log_path = log_path
         env = dict(os.environ)
         env["NOTIFY_SOCKET"] = str(notify_path)
         self._log: IO[bytes] = log_path.open("wb")
@@ -131,6 +134,39 @@ class DaemonProcess:
         """Highest RSS sampled since the last call (the window's peak), then reset it."""
         peak, self._rss_peak = max(self._rss_peak, self.rss_mb()), 0.0
         return peak
+
+    def write_lock(self, start_s: float, end_s: float) -> dict[str, Any]:
+        """How the daemon held the store's write lock between two wall-clock times.
+
+        From its `batch` log lines (`commits`, `locked_ms`: BEGIN IMMEDIATE
+        acquired to COMMIT returned). `share` is the fraction of the time it
+        held the lock: roughly the chance that a writer's BEGIN IMMEDIATE finds
+        it taken, and then waits at least the 1 ms of SQLite's first busy sleep.
+        """
+        commits = 0
+        total_ms = 0.0
+        per_commit: list[float] = []
+        with self.log_path.open() as fh:
+            for line in fh:
+                if '"batch"' not in line:
+                    continue
+                record = json.loads(line)
+                stamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+                n = int(record.get("commits", 0))
+                if record.get("event") != "batch" or n == 0:
+                    continue
+                if start_s <= stamp.timestamp() <= end_s:
+                    commits += n
+                    total_ms += float(record["locked_ms"])
+                    per_commit.append(float(record["locked_ms"]) / n)
+        window_s = max(end_s - start_s, 1e-9)
+        per_commit.sort()
+        return {
+            "commits": commits,
+            "commits_per_s": round(commits / window_s, 1),
+            "held_ms_per_commit_p50": rounded(percentile(per_commit, 0.5)),
+            "share": round(total_ms / 1000 / window_s, 4),
+        }
 
     def pause(self) -> None:
         """SIGSTOP: the daemon stops running (its file events and work queue up)."""

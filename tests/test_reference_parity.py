@@ -25,11 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import spanwatch.store.rebuild as rebuild_module
 from payload_texts import PayloadWriter
 from reference_rust import (
     SpanDump,
@@ -40,7 +42,10 @@ from reference_rust import (
     run_reference,
 )
 from spanwatch.daemon.store_link import StoreLink
-from spanwatch.store.rebuild import PARALLEL_MIN_SESSIONS, rebuild_store
+from spanwatch.engine.events import Event
+from spanwatch.store.connection import open_store
+from spanwatch.store.rebuild import PARALLEL_MIN_SESSIONS, Rebuilder, read_in_full, rebuild_store
+from spanwatch.store.schema import ensure_schema
 from stores import event_row
 from test_reference_rust import (
     CASES,
@@ -203,6 +208,50 @@ def test_daemon_batches_leave_what_the_reference_writes(
     directory = tmp_path_factory.mktemp("batches")
     daemon_batches(directory / "daemon.db", batches)
     assert_same(reference_of(directory, events), dump_spans(directory / "daemon.db"), events)
+
+
+def _session_of(row: Row) -> str:
+    return row.session_id if isinstance(row, Event) else str(row["session_id"])
+
+
+@PARITY
+@given(
+    arrival=batched_arrivals(),
+    part_rows=st.sampled_from([1, 2, 5]),
+    long_reads=st.lists(st.booleans(), min_size=1, max_size=8),
+)
+def test_long_reads_in_parts_leave_what_the_reference_writes(
+    reference: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    arrival: Any,
+    part_rows: int,
+    long_reads: list[bool],
+) -> None:
+    """The daemon's long-read path: `read_in_full` on a connection of its own,
+    reading a few rows at a time, then `rebuild_read` diffing and writing, mixed
+    with ordinary (cached, incremental) rebuilds of the same sessions."""
+    rows, batches = arrival
+    directory = tmp_path_factory.mktemp("long-reads")
+    db = directory / "daemon.db"
+    create_store(db)
+    conn, reader = open_store(db), open_store(db)
+    try:
+        ensure_schema(conn)
+        rebuilder = Rebuilder(conn, cache_sessions=8)
+        with mock.patch.object(rebuild_module, "READ_PART_ROWS", part_rows):
+            for number, batch in enumerate(batches):
+                insert_events(db, batch)
+                for session_id in sorted({_session_of(row) for row in batch}):
+                    if long_reads[number % len(long_reads)]:
+                        read = read_in_full(reader, rebuilder.shape, session_id)
+                        rebuilder.rebuild_read(read)
+                    else:
+                        rebuilder.rebuild(session_id)
+                rebuilder.flush()
+    finally:
+        conn.close()
+        reader.close()
+    assert_same(reference_of(directory, rows), dump_spans(db), rows)
 
 
 # --------------------------------------------------------------------------

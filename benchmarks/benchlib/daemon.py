@@ -139,9 +139,10 @@ class DaemonProcess:
         """How the daemon held the store's write lock between two wall-clock times.
 
         From its `batch` log lines (`commits`, `locked_ms`: BEGIN IMMEDIATE
-        acquired to COMMIT returned). `share` is the fraction of the time it
-        held the lock: roughly the chance that a writer's BEGIN IMMEDIATE finds
-        it taken, and then waits at least the 1 ms of SQLite's first busy sleep.
+        acquired to COMMIT returned, an upper bound: see `BatchReport`).
+        `share` is the fraction of the time it held the lock: roughly the
+        chance that a writer's BEGIN IMMEDIATE finds it taken, and then waits
+        at least the 1 ms of SQLite's first busy sleep.
         """
         commits = 0
         total_ms = 0.0

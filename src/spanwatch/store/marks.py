@@ -156,8 +156,15 @@ def orphan_span_sessions(conn: sqlite3.Connection) -> list[str]:
 
 def sessions_in_order(conn: sqlite3.Connection) -> list[str]:
     """Every session of the store, in order of first appearance (smallest rowid)."""
-    rows = fetch_all(conn, "SELECT session_id FROM events GROUP BY session_id ORDER BY min(id)")
-    return [row[0] for row in rows if isinstance(row[0], str)]
+    return list(sized_sessions_in_order(conn))
+
+
+def sized_sessions_in_order(conn: sqlite3.Connection) -> dict[str, int]:
+    """`sessions_in_order`, each with its row count (in insertion order)."""
+    rows = fetch_all(
+        conn, "SELECT session_id, count(*) FROM events GROUP BY session_id ORDER BY min(id)"
+    )
+    return {row[0]: row[1] for row in rows if isinstance(row[0], str)}
 
 
 def unreadable_session_rows(conn: sqlite3.Connection) -> list[tuple[int, object]]:

@@ -14,7 +14,7 @@ import multiprocessing
 import signal
 import sqlite3
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,9 @@ READ_MMAP_BYTES = 1 << 40
 #: Chunks in flight per worker: keeps workers busy while a long session holds
 #: up the in-order hand-back, and bounds the memory of results waiting for it.
 CHUNKS_AHEAD = 4
+#: A chunk with at least this share of all rows is handed out first (longest
+#: first): one taken last would keep one worker busy while the others idle.
+LONG_CHUNK_SHARE = 0.01
 
 
 @dataclass(slots=True)
@@ -96,27 +99,46 @@ def prepared_sessions(
     jobs: int,
     busy_timeout_ms: int = 5000,
     pool: ProcessPoolExecutor | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> Iterator[PreparedSession]:
     """`prepare_session` of each session by `jobs` worker processes, yielded in the given order.
 
-    `pool`: from `start_workers(jobs)`, shut down here at the end.
+    `pool`: from `start_workers(jobs)`, shut down here at the end. `sizes`:
+    rows per session, if known; chunks of long sessions are then handed out first.
     """
-    chunks = (
+    chunks = [
         list(session_ids[start : start + CHUNK_SESSIONS])
         for start in range(0, len(session_ids), CHUNK_SESSIONS)
-    )
+    ]
+    handout = deque(_handout_order(chunks, sizes or {}))
     if pool is None:
         pool = start_workers(jobs)
     try:
-        ahead: deque[Future[list[PreparedSession]]] = deque()
-        for chunk in chunks:
-            ahead.append(pool.submit(_prepare_chunk, str(db_path), busy_timeout_ms, chunk))
-            if len(ahead) >= jobs * CHUNKS_AHEAD:
-                yield from ahead.popleft().result()
-        while ahead:
-            yield from ahead.popleft().result()
+        futures: dict[int, Future[list[PreparedSession]]] = {}
+
+        def submit(index: int) -> None:
+            futures[index] = pool.submit(
+                _prepare_chunk, str(db_path), busy_timeout_ms, chunks[index]
+            )
+
+        for index in range(len(chunks)):
+            while handout and len(futures) < jobs * CHUNKS_AHEAD:
+                submit(handout.popleft())
+            if index not in futures:  # long chunks filled the window
+                handout.remove(index)
+                submit(index)
+            yield from futures.pop(index).result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _handout_order(chunks: list[list[str]], sizes: Mapping[str, int]) -> list[int]:
+    """Chunk indexes in the order to hand them out: long ones first, then in order."""
+    rows = [sum(sizes.get(session_id, 0) for session_id in chunk) for chunk in chunks]
+    long_from = LONG_CHUNK_SHARE * sum(rows)
+    long = sorted((i for i, n in enumerate(rows) if n and n >= long_from), key=lambda i: -rows[i])
+    first = set(long)
+    return long + [i for i in range(len(chunks)) if i not in first]
 
 
 def _ignore_interrupts() -> None:

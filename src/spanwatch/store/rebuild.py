@@ -759,8 +759,10 @@ def rebuild_store(
         conn.execute(REBUILD_CACHE_PRAGMA)
         ensure_schema(conn)
         unreadable: list[tuple[int, object]] = []
+        sizes: dict[str, int] | None = None
         if sessions is None:
-            todo = marks.sessions_in_order(conn)
+            sizes = marks.sized_sessions_in_order(conn)
+            todo = list(sizes)
             known = set(todo)
             todo += [s for s in marks.stale_sessions(conn) if s not in known]
             unreadable = marks.unreadable_session_rows(conn)
@@ -773,8 +775,9 @@ def rebuild_store(
         results: Iterator[SessionResult]
         if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
             prepared = prepared_sessions(
-                Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms, pool=pool
-            )
+                Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms, pool=pool,
+                sizes=sizes,
+            )  # fmt: skip
             pool = None
             results = map(rebuilder.rebuild_prepared, prepared)
         elif rebuilder.fresh:

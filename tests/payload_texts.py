@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import random
 
-PATH_KEYS = ("path", "file_path", "target_file", "file", "relative_workspace_path")
+from strategies import HOOK_NAMES, PATH_KEYS
+
 OTHER_KEYS = ("x", "event", "hook_event_name", "tool_name", "tool", "name", "paths", "Path", "a:b")
-HOOK_NAMES = ("PreToolUse", "pre_tool_use", "PostToolUse", "post_tool_use", "Stop", "pretooluse")
 STRINGS = ("/a", "b/c", "", "ü/日本", "x:y", "PreToolUse", 'a"b', "\\", "😀", "\x7f\u2028\ufeff")
 EDGE_NUMBERS = (
     "-0", "1e400", "-1e400", "1E400", "1e-400", "1.7976931348623157e308",

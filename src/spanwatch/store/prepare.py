@@ -30,12 +30,6 @@ from spanwatch.store.spans import BuiltRow, record_row
 #: Sessions handed to a worker at a time: enough to make each hand-over worth
 #: its cost, few enough that the long sessions spread over the workers.
 CHUNK_SESSIONS = 8
-#: Workers read the store through a memory map of up to this size (SQLite caps
-#: it at 2 GB): pages are read in place instead of by a system call and a copy
-#: each, a fifth less CPU for reading. Each chunk maps the file afresh, so the
-#: pages one worker touched do not pile up in its resident size. (A store
-#: truncated under a mapping kills the worker with SIGBUS: a failed rebuild.)
-READ_MMAP_BYTES = 1 << 40
 #: Chunks in flight per worker: keeps workers busy while a long session holds
 #: up the in-order hand-back, and bounds the memory of results waiting for it.
 CHUNKS_AHEAD = 4
@@ -158,8 +152,7 @@ def _prepare_chunk(
         conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms, readonly=True)
         _worker_stores[db_path] = (conn, events_shape(conn))
     conn, shape = _worker_stores[db_path]
-    conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")
-    try:
-        return [prepare_session(conn, shape, session_id) for session_id in session_ids]
-    finally:
-        conn.execute("PRAGMA mmap_size = 0")
+    # Not through a memory map (PRAGMA mmap_size): it read ~20% faster, but the
+    # mapped pages of a long session count in the worker's resident size
+    # (+90 MB for the benchmark's 50,000-event session).
+    return [prepare_session(conn, shape, session_id) for session_id in session_ids]

@@ -152,8 +152,10 @@ class Rebuilder:
     ) -> None:
         self.conn = conn
         self.fresh = fresh
-        self._owners: dict[str, str] = {}
-        """In a fresh rebuild: the session of every span id written or queued so far."""
+        self._written_ids: set[int] = set()
+        """In a fresh rebuild: the hash of every span id written or queued so far
+        (about half the memory of the ids; two ids that hash alike only
+        send a session down the ordinary path, which looks the ids up)."""
         self._marks_written = 0
         """In a fresh rebuild: the watermarks committed so far (all of spanwatch_sessions)."""
         self.write_batch_rows = write_batch_rows
@@ -346,9 +348,9 @@ class Rebuilder:
     def _write_fresh(self, prepared: PreparedSession) -> SessionResult:
         """`rebuild_prepared` in a fresh rebuild: nothing of the session is stored yet."""
         session_id = prepared.session_id
-        owners = self._owners
-        if any(span_id in owners for span_id in prepared.span_ids):
-            return self.rebuild(session_id)  # it stores some spans under namespaced ids
+        written = self._written_ids
+        if any(hash(span_id) in written for span_id in prepared.span_ids):
+            return self.rebuild(session_id)  # it may store some spans under namespaced ids
         diff = span_rows.new_spans_diff(prepared.rows)
         result = SessionResult(
             session_id, "full", prepared.rows_read, len(prepared.span_ids),
@@ -420,7 +422,7 @@ class Rebuilder:
         for row in write.diff.upserts:
             self._pending_owners[str(row[0])] = write.session_id
         if self.fresh:
-            self._owners.update((str(row[0]), write.session_id) for row in write.diff.upserts)
+            self._written_ids.update(hash(str(row[0])) for row in write.diff.upserts)
         if self._pending_rows >= self.write_batch_rows:
             self.flush()
 

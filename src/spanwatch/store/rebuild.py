@@ -53,9 +53,10 @@ ROWID_SCAN_WINDOW = 20_000
 ROWID_SCAN_COST = 4
 
 #: At most this many spans are kept in memory across cached sessions (about
-#: 1 KB each with their stored rows), whatever `cache_sessions` allows. Generous
-#: on purpose: evicting a long session costs a full read of it on its next
-#: change, which holds up every other session's rebuild meanwhile.
+#: 2 KB each in Python objects, with their stored rows' fingerprints), whatever
+#: `cache_sessions` allows. Generous on purpose: evicting a long session costs
+#: a full read of it on its next change (seconds of CPU for 50,000 events; the
+#: daemon does it on a thread of its own, but that session waits for it).
 MAX_CACHED_SPANS = 150_000
 
 #: Events fed between two calls of `read_in_full`'s `pace` (a millisecond or two).

@@ -1,12 +1,14 @@
 """Full reads of long sessions, off the store thread.
 
 A session whose state is not in memory (the first change after the daemon
-started, or after its state was evicted) is read whole on its next rebuild:
-seconds for 50,000 events. On the store thread that would hold up every other
-session's rebuild for as long. Such reads run here instead, one at a time on a
-thread with its own connection: read in one short snapshot, then fed to the
-engine (`read_in_full`). The store thread diffs and writes the result with its
-next batch (`Rebuilder.rebuild_read`), from the stored rows it alone writes.
+started, or after its state was evicted, or rows that sort before what was
+seen) is read whole on its next rebuild: seconds for 50,000 events. On the
+store thread that would hold up every other session's rebuild for as long.
+Sessions of at least `long_read_rows` rows are read here instead, one at a
+time on a thread with its own read-only connection, and fed to the engine
+(`read_in_full`: short snapshots, a long session a part at a time). The
+store thread diffs and writes the result with its next batch
+(`Rebuilder.rebuild_read`), from the stored rows it alone writes.
 
 The reading thread is paused while the store thread holds the write lock: it
 waits at its next pace point (a millisecond or two of feeding later), and the

@@ -30,6 +30,7 @@ ALLOWED = {
     ("simulate/schema.py", "decl"): "ADDED_COLUMNS declarations",
     ("store/connection.py", "int(busy_timeout_ms)"): "an int",
     ("store/events.py", "shape.select_list"): "REQUIRED/OPTIONAL_EVENT_COLUMNS or literals",
+    ("store/events.py", "marks"): "a run of ? placeholders",
     ("store/marks.py", "match"): "'?' or 'CAST(? AS TEXT)'",
     ("store/schema.py", "name"): "TOOL_SPAN_COLUMNS names",
     ("store/schema.py", "decl"): "TOOL_SPAN_COLUMNS declarations",
@@ -45,6 +46,9 @@ ALLOWED = {
         "store/spans.py",
         "', '.join((f'{name} = excluded.{name}' for name in SPAN_COLUMN_NAMES[1:]))",
     ): "SPAN_COLUMN_NAMES",
+    ("store/spans.py", "', '.join((f'{SPAN_COLUMN_NAMES[i]} = ?' for i in _IN_PLACE))"): (
+        "SPAN_COLUMN_NAMES"
+    ),
     ("store/triggers.py", "_FLAG.format(row='NEW')"): "NEW or OLD",
     ("store/triggers.py", "_FLAG.format(row='OLD')"): "NEW or OLD",
     ("store/triggers.py", "name"): "TRIGGER_NAMES",

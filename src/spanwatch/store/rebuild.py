@@ -69,9 +69,10 @@ REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"
 
 #: Rows written per transaction by a one-shot rebuild. Each commit writes every
 #: page it dirtied, and new span ids land all over the primary-key index, so
-#: few big transactions write far less than many small ones; at this size one
-#: holds the write lock for a few hundred milliseconds.
-REBUILD_BATCH_ROWS = 20_000
+#: few big transactions write less than many small ones; but the agents'
+#: writers wait while one holds the write lock, so it stays at tens of
+#: milliseconds (20,000 rows held it for a few hundred).
+REBUILD_BATCH_ROWS = 5_000
 
 #: Worker processes pay off from this many sessions on (they take ~0.3 s to start).
 PARALLEL_MIN_SESSIONS = 32

@@ -134,6 +134,29 @@ def test_changed_span_rewrites_only_that_span(store: tuple[Path, sqlite3.Connect
     assert span_table(conn)["bash"][SPAN_COLUMN_NAMES.index("status")] == "done"
 
 
+def test_path_rows_another_program_changed_are_put_right_by_a_rebuild(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
+    # The reference deletes and re-inserts every span's path rows; a stray row
+    # or a missing one must not outlive a rebuild of its session.
+    path, conn = store
+    insert_events(conn, task_session("s1"))
+    rebuild_store(path)
+    want = path_rows(conn)
+    conn.execute("INSERT INTO tool_span_paths VALUES ('read', '/stray.py')")
+    conn.execute("DELETE FROM tool_span_paths WHERE span_id = 'edit'")
+    conn.execute("INSERT INTO tool_span_paths VALUES ('task', CAST(x'ff' AS TEXT))")
+    assert path_rows_as_bytes(conn) != {(a.encode(), b.encode()) for a, b in want}
+    (result,) = rebuild_store(path, keep_results=True).results
+    assert result.upserted == 3  # read, edit, task: their rows again, and their paths
+    assert path_rows(conn) == want
+
+
+def path_rows_as_bytes(conn: sqlite3.Connection) -> set[tuple[bytes, bytes]]:
+    rows = conn.execute("SELECT CAST(span_id AS BLOB), CAST(path AS BLOB) FROM tool_span_paths")
+    return set(rows.fetchall())
+
+
 def test_shared_span_id_first_session_keeps_it_newcomer_is_namespaced(
     store: tuple[Path, sqlite3.Connection],
 ) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from spanwatch.engine.records import SpanRecord
+from spanwatch.engine.records import SpanRecord, paths_json
+from spanwatch.store.connection import fetch_all
 from spanwatch.store.schema import SPAN_COLUMN_NAMES
 
 #: One tool_spans row, in SPAN_COLUMN_NAMES order.
@@ -99,9 +100,39 @@ def _tagged(value: object) -> list[str]:
 
 
 def stored_fingerprints(conn: sqlite3.Connection, session_id: str) -> dict[str, Fingerprint]:
-    """`fingerprint` of each of the session's stored rows, by span id."""
+    """`fingerprint` of each of the session's stored rows, by span id.
+
+    The paths part describes the span's rows in tool_span_paths as they are,
+    not its paths_json: where another program added, removed or damaged path
+    rows, they differ, and the diff rewrites them as the reference's
+    delete-and-insert of every span's paths would.
+    """
     rows = conn.execute(f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?", (session_id,))
-    return {row[0]: fingerprint(row) for row in rows}
+    found = {row[0]: fingerprint(row) for row in rows}
+    if not found:
+        return found
+    paths: dict[object, list[object]] = {}
+    for span_id, path in fetch_all(conn, _SESSION_PATHS, (session_id,)):
+        paths.setdefault(span_id, []).append(path)
+    for span_id, (whole, paths_hash, place) in found.items():
+        actual = _paths_hash(paths.get(span_id, []))
+        if actual != paths_hash:
+            found[span_id] = (whole, actual, place)
+    return found
+
+
+_SESSION_PATHS = (
+    "SELECT p.span_id, p.path FROM tool_span_paths AS p "
+    "JOIN tool_spans AS t ON t.span_id = p.span_id WHERE t.session_id = ?"
+)
+
+
+def _paths_hash(paths: list[object]) -> int:
+    """The hash a rebuilt row's paths_json has when these are its path rows."""
+    texts = [path for path in paths if type(path) is str]
+    if len(texts) == len(paths):
+        return hash(paths_json(sorted(texts)))
+    return hash(("not text", len(paths)))  # a BLOB or non-UTF-8 path: never a rebuilt one
 
 
 def stored_paths(conn: sqlite3.Connection, span_ids: Iterable[str]) -> dict[str, set[str]]:

@@ -61,7 +61,15 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2, default=_json_default)
+    sys.stdout.write(text.decode() + "\n")
+
+
+def _json_default(value: object) -> str:
+    """A stored value JSON has no type for: a BLOB, or TEXT that is not UTF-8 (as SQL writes it)."""
+    if isinstance(value, bytes):
+        return f"x'{value.hex()}'"
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def fail(message: str) -> int:

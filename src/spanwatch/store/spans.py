@@ -68,7 +68,7 @@ def record_row(record: SpanRecord) -> SpanRow:
 
 
 def stored_rows(conn: sqlite3.Connection, session_id: str) -> dict[str, SpanRow]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?", (session_id,))
+    rows = fetch_all(conn, f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?", (session_id,))
     return {row[0]: tuple(row) for row in rows}
 
 
@@ -135,12 +135,15 @@ def _paths_hash(paths: list[object]) -> int:
     return hash(("not text", len(paths)))  # a BLOB or non-UTF-8 path: never a rebuilt one
 
 
-def stored_paths(conn: sqlite3.Connection, span_ids: Iterable[str]) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
+def stored_paths(conn: sqlite3.Connection, span_ids: Iterable[str]) -> dict[str, set[object]]:
+    """The path rows of each span, as stored (TEXT that is not UTF-8 comes as InvalidText)."""
+    out: dict[str, set[object]] = {}
     for chunk in _chunks(list(span_ids)):
         marks = ", ".join("?" * len(chunk))
-        for span_id, path in conn.execute(
-            f"SELECT span_id, path FROM tool_span_paths WHERE span_id IN ({marks})", chunk
+        for span_id, path in fetch_all(
+            conn,
+            f"SELECT span_id, path FROM tool_span_paths WHERE span_id IN ({marks})",
+            tuple(chunk),
         ):
             out.setdefault(span_id, set()).add(path)
     return out

@@ -58,8 +58,8 @@ def check_session(conn: sqlite3.Connection, shape: EventsShape, session_id: str)
         if old is None:
             check.differences.append(SpanDifference(span_id, "missing", {}, _named(row)))
             continue
-        if old != row:
-            changed = [i for i, (a, b) in enumerate(zip(old, row, strict=True)) if a != b]
+        changed = [i for i, (a, b) in enumerate(zip(old, row, strict=True)) if not _same(a, b)]
+        if changed:
             check.differences.append(
                 SpanDifference(
                     span_id,
@@ -72,7 +72,10 @@ def check_session(conn: sqlite3.Connection, shape: EventsShape, session_id: str)
         if have != set(record.paths):
             check.differences.append(
                 SpanDifference(
-                    span_id, "paths", {"paths": sorted(have)}, {"paths": list(record.paths)}
+                    span_id,
+                    "paths",
+                    {"paths": sorted(have, key=str)},
+                    {"paths": list(record.paths)},
                 )
             )
     for span_id, old in stored.items():
@@ -97,6 +100,11 @@ def check_store(
         todo = list(dict.fromkeys(sessions))
     for session_id in todo:
         yield check_session(conn, shape, session_id)
+
+
+def _same(stored: object, expected: object) -> bool:
+    """Equal as SQLite stores them: 5.0 (REAL) is not 5 (INTEGER), as the reference writes it."""
+    return type(stored) is type(expected) and stored == expected
 
 
 def _named(row: span_rows.SpanRow) -> dict[str, object]:

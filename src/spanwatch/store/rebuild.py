@@ -578,12 +578,7 @@ def _feed_in_parts(
     last: Event | None = None
     for part in session_rows_in_parts(conn, shape, state.mark.session_id, keys, READ_PART_ROWS):
         events = part.events
-        if pace is None:
-            state.spans.feed_all(events)
-        else:
-            for start in range(0, len(events), PACE_EVENTS):
-                pace()
-                state.spans.feed_all(events[start : start + PACE_EVENTS])
+        _feed_events(state, events, pace)
         if events:
             last = events[-1]
         total.skipped += part.skipped
@@ -599,6 +594,18 @@ def _feed_in_parts(
     return total, changed
 
 
+def _feed_events(
+    state: _SessionState, events: list[Event], pace: Callable[[], object] | None
+) -> None:
+    """Feed events to the session's engine, calling `pace` every PACE_EVENTS of them."""
+    if pace is None:
+        state.spans.feed_all(events)
+        return
+    for start in range(0, len(events), PACE_EVENTS):
+        pace()
+        state.spans.feed_all(events[start : start + PACE_EVENTS])
+
+
 def _fresh_state(mark: SessionMark) -> _SessionState:
     return _SessionState(SessionSpans(), SpanTree(), (-1, -1), mark, {}, {}, 0)
 
@@ -607,13 +614,7 @@ def _feed(
     state: _SessionState, rows: SessionRows, pace: Callable[[], object] | None = None
 ) -> set[str]:
     """Feed the rows' events; the ids of the spans whose records may have changed."""
-    events = rows.events
-    if pace is None:
-        state.spans.feed_all(events)
-    else:
-        for start in range(0, len(events), PACE_EVENTS):
-            pace()
-            state.spans.feed_all(events[start : start + PACE_EVENTS])
+    _feed_events(state, rows.events, pace)
     changed = state.tree.update(state.spans.spans, state.spans.touched)
     state.spans.touched.clear()
     if rows.events:

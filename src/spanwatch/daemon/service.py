@@ -162,9 +162,22 @@ class Daemon:
                       retry_in_s=backoff)  # fmt: skip
                 self._last_error = message
                 await self._disconnect()
-                await self._sleep(backoff)
+                await self._back_off(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
         return 0
+
+    async def _back_off(self, seconds: float) -> None:
+        """Wait before trying the store again, but not longer than the trouble lasts.
+
+        The backoff grows to BACKOFF_MAX_S during a long outage. A change to the
+        store's files (the file put back, a writer at work) may mean the
+        trouble is over, so it ends the wait early, though never before
+        BACKOFF_MIN_S: retries stay spaced however often the files change.
+        """
+        self._wake.clear()  # changes made by our own failed attempt and disconnect
+        await self._sleep(BACKOFF_MIN_S)
+        if seconds > BACKOFF_MIN_S:
+            await self._sleep(seconds - BACKOFF_MIN_S, wake_early=True)
 
     async def _connect(self) -> None:
         """Wait for the store, open it, reconcile and catch up; READY=1 the first time."""

@@ -586,12 +586,7 @@ def _feed_in_parts(
         total.row_count += part.row_count
         total.max_seq = max(total.max_seq, part.max_seq)
         total.max_id = max(total.max_id, part.max_id)
-    changed = state.tree.update(state.spans.spans, state.spans.touched)
-    state.spans.touched.clear()
-    if last is not None:
-        state.last_position = (last.ts_ms, last.seq)
-    state.skipped_rows += len(total.skipped)
-    return total, changed
+    return total, _settle(state, last, len(total.skipped))
 
 
 def _feed_events(
@@ -615,12 +610,19 @@ def _feed(
 ) -> set[str]:
     """Feed the rows' events; the ids of the spans whose records may have changed."""
     _feed_events(state, rows.events, pace)
+    return _settle(state, rows.events[-1] if rows.events else None, len(rows.skipped))
+
+
+def _settle(state: _SessionState, last: Event | None, skipped: int) -> set[str]:
+    """After feeding: the tree brought up to date, the position and skips noted.
+
+    Returns the ids of the spans whose records may have changed.
+    """
     changed = state.tree.update(state.spans.spans, state.spans.touched)
     state.spans.touched.clear()
-    if rows.events:
-        last = rows.events[-1]
+    if last is not None:
         state.last_position = max(state.last_position, (last.ts_ms, last.seq))
-    state.skipped_rows += len(rows.skipped)
+    state.skipped_rows += skipped
     return changed
 
 

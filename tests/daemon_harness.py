@@ -29,8 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from spanwatch.store.rebuild import rebuild_store
-from stores import path_rows, span_table
+from stores import backup, compare_spans
 
 T = TypeVar("T")
 
@@ -400,61 +399,12 @@ def wait_verified(db: Path, *, timeout: float = TIMEOUT_S) -> dict[str, Any]:
     return wait_until(passes, timeout=timeout, interval=0.2, what=f"the daemon to catch up on {db}")
 
 
-def backup(db: Path, dest: Path) -> Path:
-    """A consistent copy of the live store (SQLite's online backup API)."""
-    source = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-    target = sqlite3.connect(dest)
-    try:
-        source.backup(target)
-    finally:
-        source.close()
-        target.close()
-    return dest
-
-
-def fresh_rebuild(copy: Path) -> tuple[dict[str, tuple[Any, ...]], set[tuple[str, str]]]:
-    """The spans a one-shot rebuild gives from `copy`'s events, starting from nothing.
-
-    Works on a second copy, so `copy` keeps the spans the daemon wrote.
-    """
-    scratch = copy.with_name(copy.name + ".fresh")
-    shutil.copyfile(copy, scratch)
-    conn = sqlite3.connect(scratch, isolation_level=None)
-    try:
-        for table in ("tool_span_paths", "tool_spans", "spanwatch_sessions"):
-            if conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-            ).fetchone():
-                conn.execute(f"DELETE FROM {table}")
-    finally:
-        conn.close()
-    rebuild_store(scratch)
-    conn = sqlite3.connect(scratch)
-    try:
-        return span_table(conn), path_rows(conn)
-    finally:
-        conn.close()
-
-
 def assert_spans_equal_fresh_rebuild(db: Path, workdir: Path) -> int:
     """Stored spans and paths of `db` (one snapshot) equal a rebuild from nothing; span count."""
     copy = backup(db, workdir / f"snapshot-{time.monotonic_ns()}.db")
-    conn = sqlite3.connect(copy)
-    try:
-        stored, paths = span_table(conn), path_rows(conn)
-    finally:
-        conn.close()
-    expected, expected_paths = fresh_rebuild(copy)
-    missing = expected.keys() - stored.keys()
-    extra = stored.keys() - expected.keys()
-    wrong = [k for k in expected.keys() & stored.keys() if expected[k] != stored[k]]
-    assert not (missing or extra or wrong), (
-        f"{len(missing)} spans missing, {len(extra)} unexpected, {len(wrong)} differ; "
-        f"e.g. missing {sorted(missing)[:3]}, extra {sorted(extra)[:3]}, "
-        f"differ {[(stored[k], expected[k]) for k in sorted(wrong)[:2]]}"
-    )
-    assert paths == expected_paths
-    return len(stored)
+    comparison = compare_spans(copy)
+    assert not comparison, comparison.describe()
+    return comparison.spans
 
 
 def data_version_probe(db: Path) -> Callable[[], int]:

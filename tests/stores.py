@@ -7,12 +7,15 @@ when a writer declared its table differently.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spanwatch.engine.events import Event
+from spanwatch.store.rebuild import rebuild_store
 
 BASE_COLUMNS = (
     "session_id TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, kind TEXT NOT NULL, "
@@ -86,3 +89,95 @@ def span_table(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
 
 def path_rows(conn: sqlite3.Connection) -> set[tuple[str, str]]:
     return set(conn.execute("SELECT span_id, path FROM tool_span_paths").fetchall())
+
+
+# Stored spans against a rebuild from nothing --------------------------------------
+
+SpanRows = tuple[dict[str, tuple[Any, ...]], set[tuple[str, str]]]
+
+
+def backup(db: Path, dest: Path) -> Path:
+    """A consistent copy of a live store (SQLite's online backup API), read-only on `db`."""
+    source = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    target = sqlite3.connect(dest)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return dest
+
+
+def stored_spans(db: Path) -> SpanRows:
+    """tool_spans by span id, and the tool_span_paths rows, of `db`."""
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return span_table(conn), path_rows(conn)
+    finally:
+        conn.close()
+
+
+def fresh_spans(copy: Path) -> SpanRows:
+    """What a one-shot rebuild from nothing stores for `copy`'s events.
+
+    Works on a scratch copy, so `copy` keeps the spans the daemon wrote.
+    """
+    scratch = copy.with_name(copy.name + ".fresh")
+    shutil.copyfile(copy, scratch)
+    conn = sqlite3.connect(scratch, isolation_level=None)
+    try:
+        for (table,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND "
+            "name IN ('tool_spans', 'tool_span_paths', 'spanwatch_sessions')"
+        ).fetchall():
+            conn.execute(f"DELETE FROM {table}")
+    finally:
+        conn.close()
+    rebuild_store(scratch)
+    try:
+        return stored_spans(scratch)
+    finally:
+        scratch.unlink()
+
+
+@dataclass
+class SpanComparison:
+    """Stored spans against a rebuild from nothing: what is missing, extra or different."""
+
+    spans: int
+    missing: list[str]
+    extra: list[str]
+    differ: list[str]
+    paths_differ: int
+    examples: list[tuple[tuple[Any, ...], tuple[Any, ...]]]
+    """(stored, expected) rows of the first spans that differ."""
+
+    @property
+    def lost(self) -> int:
+        """Spans a fresh rebuild has that the store lacks or holds differently."""
+        return len(self.missing) + len(self.differ) + (1 if self.paths_differ else 0)
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.missing)} spans missing, {len(self.extra)} unexpected, "
+            f"{len(self.differ)} differ, {self.paths_differ} path rows differ "
+            f"(e.g. {(self.missing + self.extra + self.differ)[:3]}; {self.examples})"
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.extra or self.differ or self.paths_differ)
+
+
+def compare_spans(copy: Path) -> SpanComparison:
+    """Stored spans of `copy` (a store no one writes to) against a fresh rebuild of its events."""
+    stored, paths = stored_spans(copy)
+    expected, expected_paths = fresh_spans(copy)
+    differ = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
+    return SpanComparison(
+        spans=len(expected),
+        missing=sorted(expected.keys() - stored.keys()),
+        extra=sorted(stored.keys() - expected.keys()),
+        differ=differ,
+        paths_differ=len(paths ^ expected_paths),
+        examples=[(stored[k], expected[k]) for k in differ[:2]],
+    )

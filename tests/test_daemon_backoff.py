@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import Harness, backup, harness, wait_verified
+from daemon_harness import Harness, harness, wait_verified
+from stores import backup
 
 pytestmark = pytest.mark.slow
 

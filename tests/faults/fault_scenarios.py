@@ -32,7 +32,6 @@ from faultkit import (
     Daemon,
     Trial,
     Writer,
-    backup,
     clean_env,
     dump_of_others,
     events_digest,
@@ -48,7 +47,7 @@ from faultkit import (
 
 from spanwatch.store.rebuild import rebuild_store
 from spanwatch.store.schema import SPAN_COLUMN_NAMES
-from stores import make_store
+from stores import backup, make_store
 
 # Crashes ------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -41,8 +40,7 @@ if str(TESTS) not in sys.path:  # `stores` lives there; pytest puts only this fo
     sys.path.insert(0, str(TESTS))
 
 from spanwatch.store import marks  # noqa: E402
-from spanwatch.store.rebuild import rebuild_store  # noqa: E402
-from stores import path_rows, span_table  # noqa: E402
+from stores import SpanComparison, backup, compare_spans  # noqa: E402
 
 T = TypeVar("T")
 
@@ -380,83 +378,6 @@ def events_digest(db: Path) -> str:
     finally:
         conn.close()
     return f"{digest.hexdigest()[:16]} integrity {check}"
-
-
-def backup(db: Path, dest: Path) -> Path:
-    """A consistent copy of the live store (SQLite's online backup API)."""
-    source = connect_ro(db)
-    target = sqlite3.connect(dest)
-    try:
-        source.backup(target)
-    finally:
-        source.close()
-        target.close()
-    return dest
-
-
-def stored_spans(db: Path) -> tuple[dict[str, tuple[Any, ...]], set[tuple[str, str]]]:
-    conn = connect_ro(db)
-    try:
-        return span_table(conn), path_rows(conn)
-    finally:
-        conn.close()
-
-
-def fresh_spans(copy: Path) -> tuple[dict[str, tuple[Any, ...]], set[tuple[str, str]]]:
-    """What a one-shot rebuild from nothing stores for `copy`'s events (on a scratch copy)."""
-    scratch = copy.with_name(copy.name + ".fresh")
-    shutil.copyfile(copy, scratch)
-    conn = sqlite3.connect(scratch, isolation_level=None)
-    try:
-        for (table,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND "
-            "name IN ('tool_spans', 'tool_span_paths', 'spanwatch_sessions')"
-        ).fetchall():
-            conn.execute(f"DELETE FROM {table}")
-    finally:
-        conn.close()
-    rebuild_store(scratch)
-    try:
-        return stored_spans(scratch)
-    finally:
-        scratch.unlink()
-
-
-@dataclass
-class SpanComparison:
-    spans: int
-    missing: list[str]
-    extra: list[str]
-    differ: list[str]
-    paths_differ: int
-
-    @property
-    def lost(self) -> int:
-        """Spans a fresh rebuild has that the store lacks or holds differently."""
-        return len(self.missing) + len(self.differ) + (1 if self.paths_differ else 0)
-
-    def describe(self) -> str:
-        return (
-            f"{len(self.missing)} spans missing, {len(self.extra)} unexpected, "
-            f"{len(self.differ)} differ, {self.paths_differ} path rows differ "
-            f"(e.g. {(self.missing + self.extra + self.differ)[:3]})"
-        )
-
-    def __bool__(self) -> bool:
-        return bool(self.missing or self.extra or self.differ or self.paths_differ)
-
-
-def compare_spans(copy: Path) -> SpanComparison:
-    """Stored spans of `copy` against a fresh rebuild of its events."""
-    stored, paths = stored_spans(copy)
-    expected, expected_paths = fresh_spans(copy)
-    return SpanComparison(
-        spans=len(expected),
-        missing=sorted(expected.keys() - stored.keys()),
-        extra=sorted(stored.keys() - expected.keys()),
-        differ=sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k]),
-        paths_differ=len(paths ^ expected_paths),
-    )
 
 
 def compare_with_fresh_rebuild(db: Path, workdir: Path) -> SpanComparison:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import fault_scenarios as scenarios
 import pytest
-from faultkit import backup, mark_problems, populate
+from faultkit import mark_problems, populate
 
 from spanwatch.store.rebuild import rebuild_store
+from stores import backup
 
 CYCLES = int(os.environ.get("SPANWATCH_FAULT_CRASH_CYCLES", "50"))
 

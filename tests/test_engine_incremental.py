@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spanwatch.engine import Event, SessionSpans, SpanTree, build_span_records
+from spanwatch.engine.events import EventKind
 from strategies import event_streams
 
 PROPERTY = settings(
@@ -60,3 +61,84 @@ def test_one_event_at_a_time_with_equal_timestamps(events: list[Event]) -> None:
             current[record.span_id] = astuple(record)
         session.touched.clear()
     assert current == rows(build_span_records(events))
+
+
+def _builder_state(session: SessionSpans) -> list[tuple[Any, ...]]:
+    """Every span's fields, in open order: what later events and the tree see."""
+    assert list(session.spans.values()) == session.by_order
+    return [astuple(span) for span in session.by_order]
+
+
+@PROPERTY
+@given(data=st.data(), events=event_streams(max_events=60))
+def test_rows_arriving_out_of_order_are_taken_in_by_rewinding_the_journal(
+    data: st.DataObject, events: list[Event]
+) -> None:
+    """Rows reach the store out of load order. A journaled engine that undoes the
+    events after a late row and feeds them again with it must end where an engine
+    fed every row so far in load order ends, chunk after chunk, so that later
+    lookups (open spans of a tool, the latest span) answer alike."""
+    arrival = data.draw(st.permutations(events))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(arrival)), max_size=8)))
+    journal = data.draw(st.integers(1, 12))
+    session = SessionSpans(journal_events=journal)
+    by_position = {(e.ts_ms, e.seq): e for e in events}
+    fed: list[Event] = []
+    previous = 0
+    rewinds = 0
+    for cut in [*cuts, len(arrival)]:
+        chunk = sorted(arrival[previous:cut], key=lambda e: (e.ts_ms, e.seq))
+        previous = cut
+        if not chunk:
+            continue
+        first = (chunk[0].ts_ms, chunk[0].seq)
+        last = max(((e.ts_ms, e.seq) for e in fed), default=(-1, -1))
+        fed = sorted(fed + chunk, key=lambda e: (e.ts_ms, e.seq))
+        if first > last:
+            session.feed_all(chunk)
+        elif session.can_rewind(first):
+            again = [by_position[p] for p in session.journaled_after(first)]
+            session.rewind(first)
+            session.feed_all(sorted(again + chunk, key=lambda e: (e.ts_ms, e.seq)))
+            rewinds += 1
+        else:  # too late for the journal: the daemon reads the session again
+            session = SessionSpans(journal_events=journal)
+            session.feed_all(fed)
+        straight = SessionSpans()
+        straight.feed_all(fed)
+        assert _builder_state(session) == _builder_state(straight)
+        tree = SpanTree()
+        tree.update(session.spans, ())
+        assert rows(tree.records()) == rows(build_span_records(fed))
+
+
+def test_a_late_tool_call_moves_a_result_back_to_its_own_span() -> None:
+    """A concrete rewind: the result first attaches to the latest span; once its
+    call (sorting before it) arrives, it belongs to the call's span."""
+    call_a = Event("s", 1, 100, EventKind.TOOL_CALL, tool="Read", tool_call_id="a")
+    call_b = Event("s", 3, 300, EventKind.TOOL_CALL, tool="Bash", tool_call_id="b")
+    result_b = Event("s", 4, 400, EventKind.TOOL_RESULT, tool_call_id="b")
+    late_result_a = Event("s", 2, 200, EventKind.TOOL_RESULT, tool_call_id="a")
+    session = SessionSpans(journal_events=8)
+    session.feed_all([call_a, call_b, result_b])
+    position = (late_result_a.ts_ms, late_result_a.seq)
+    assert session.can_rewind(position)
+    assert session.journaled_after(position) == [(300, 3), (400, 4)]
+    session.rewind(position)
+    assert list(session.spans) == ["a"]
+    session.feed_all([late_result_a, call_b, result_b])
+    assert session.spans["a"].result_end_ms == 200
+    assert session.spans["b"].result_end_ms == 400
+    assert list(session.spans) == ["a", "b"]
+
+
+def test_the_journal_keeps_only_its_latest_events() -> None:
+    session = SessionSpans(journal_events=2)
+    calls = [
+        Event("s", i, i * 100, EventKind.TOOL_CALL, tool="Read", tool_call_id=f"c{i}")
+        for i in range(1, 5)
+    ]
+    session.feed_all(calls)
+    assert session.can_rewind((250, 0))  # after c1 and c2: c3 and c4 are journaled
+    assert not session.can_rewind((150, 0))  # c2 was dropped from the journal
+    assert not SessionSpans().can_rewind((0, 0))  # no journal at all

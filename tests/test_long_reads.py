@@ -53,13 +53,15 @@ def rebuilder(path: Path) -> Rebuilder:
 
 
 def test_a_read_done_elsewhere_writes_what_a_rebuild_writes(
-    store: tuple[Path, sqlite3.Connection], tmp_path: Path
+    store: tuple[Path, sqlite3.Connection], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(rebuild, "JOURNAL_EVENTS", 4)
     path, conn = store
     insert_events(conn, session_events("s1", 40))
     rb = rebuilder(path)
     rb.rebuild("s1")
-    # Rows a cached rebuild cannot take incrementally: they sort before what it saw.
+    # Rows a cached rebuild cannot take incrementally: they sort before more
+    # events than its journal can undo.
     insert_events(conn, tool_use("s1", 500, 1001, "early", tool="Glob"))
     with pytest.raises(LongFullRead):
         rb.rebuild("s1", defer_full_from=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from spanwatch.engine import Event, build_span_records
 from spanwatch.engine.events import EventKind as K
 from spanwatch.store import marks
+from spanwatch.store import rebuild as rebuild_module
 from spanwatch.store.connection import open_store
 from spanwatch.store.errors import StoreError
 from spanwatch.store.rebuild import Rebuilder, rebuild_store
@@ -338,9 +340,11 @@ def test_appended_rows_are_read_incrementally_and_match_a_full_rebuild(
     assert span_table(conn) == expected_rows(events)
 
 
-def test_row_sorting_before_seen_rows_forces_full_read(
+def test_a_row_sorting_before_seen_rows_is_taken_in_by_a_rewind(
     store: tuple[Path, sqlite3.Connection],
 ) -> None:
+    """The transcript tail commits after the hooks: its rows sort before rows
+    already fed. Only the events after the late row are read again and re-fed."""
     path, conn = store
     events = task_session("s1")
     insert_events(conn, events)
@@ -348,8 +352,70 @@ def test_row_sorting_before_seen_rows_forces_full_read(
     rb.rebuild("s1")
     early = Event("s1", 100, 1005, K.TOOL_CALL, tool="Glob", tool_call_id="early")
     insert_events(conn, [early])
-    assert rb.rebuild("s1").mode == "full"
+    result = rb.rebuild("s1")
+    assert (result.mode, result.rewound, result.rows_read) == ("incremental", True, 1)
     in_load_order = sorted([*events, early], key=lambda e: (e.ts_ms, e.seq))
+    assert span_table(conn) == expected_rows(in_load_order)
+    assert rb.rebuild("s1").mode == "incremental"  # nothing new: nothing read
+
+
+def test_a_rewind_deletes_the_spans_the_late_row_makes_vanish(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
+    """A call without id opened a span of its own; a pre hook of its tool that
+    arrives late but sorts before it takes the call in, and the call's own span
+    must go from the table."""
+    path, conn = store
+    call = Event("s1", 2, 300, K.TOOL_CALL, tool="Read", payload='{"file_path": "/a"}')
+    insert_events(conn, [call])
+    rb = rebuilder(path)
+    rb.rebuild("s1")
+    assert list(span_table(conn)) == ["s1:2:300"]
+    hook = Event(
+        "s1", 1, 200, K.HOOK, payload='{"hook_event_name": "PreToolUse", "tool_name": "Read"}'
+    )
+    insert_events(conn, [hook])
+    result = rb.rebuild("s1")
+    assert result.rewound and result.deleted == 1
+    assert span_table(conn) == expected_rows([hook, call])
+    assert list(span_table(conn)) == ["s1:1:200"]
+    assert path_rows(conn) == {("s1:1:200", "/a")}
+
+
+def test_a_row_later_than_the_journal_reaches_forces_a_full_read(
+    store: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rebuild_module, "JOURNAL_EVENTS", 2)
+    path, conn = store
+    events = task_session("s1")
+    insert_events(conn, events)
+    rb = rebuilder(path)
+    rb.rebuild("s1")
+    early = Event("s1", 100, 1005, K.TOOL_CALL, tool="Glob", tool_call_id="early")
+    insert_events(conn, [early])
+    result = rb.rebuild("s1")
+    assert (result.mode, result.rewound) == ("full", False)
+    in_load_order = sorted([*events, early], key=lambda e: (e.ts_ms, e.seq))
+    assert span_table(conn) == expected_rows(in_load_order)
+
+
+def test_a_rewind_whose_rows_changed_meanwhile_reads_the_session_in_full(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
+    """The events to feed again are read back by seq; one that moved in time (a
+    writer's upsert) makes the journal's view wrong, so the session is read whole."""
+    path, conn = store
+    events = task_session("s1")
+    insert_events(conn, events)
+    rb = rebuilder(path)
+    rb.rebuild("s1")
+    conn.execute("UPDATE events SET ts_ms = 1250 WHERE session_id = 's1' AND seq = 9")
+    early = Event("s1", 100, 1005, K.TOOL_CALL, tool="Glob", tool_call_id="early")
+    insert_events(conn, [early])
+    result = rb.rebuild("s1")
+    assert (result.mode, result.rewound) == ("full", False)
+    moved = [e if e.seq != 9 else replace(e, ts_ms=1250) for e in events]
+    in_load_order = sorted([*moved, early], key=lambda e: (e.ts_ms, e.seq))
     assert span_table(conn) == expected_rows(in_load_order)
 
 

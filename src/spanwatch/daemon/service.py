@@ -329,6 +329,7 @@ class Daemon:
             "batch",
             sessions=report.sessions,
             incremental=report.incremental,
+            rewound=report.rewound,
             events=report.events,
             spans_written=report.spans_written,
             spans_deleted=report.spans_deleted,

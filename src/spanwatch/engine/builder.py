@@ -8,15 +8,23 @@ same: an index may hold stale entries (a span that got its call, its end, or
 another tool since), and those are dropped when they reach the top.
 
 `SpanBuilder` state can be fed further events later, which is what lets the
-daemon extend a session without reading it again from the start.
+daemon extend a session without reading it again from the start. Rows do not
+reach the store in load order (the transcript tail commits after the hooks, the
+proxy later still), so a session may receive a row that sorts before events
+already fed. With a journal (`journal_events`), the builder remembers how to
+undo its last events: `rewind` takes it back to just before the late row, and
+the caller feeds the undone events again with the new ones in their place,
+instead of reading the whole session again.
 """
 
 from __future__ import annotations
 
-from bisect import insort
-from collections import defaultdict
+from bisect import bisect_left, insort
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 from spanwatch.engine.events import Event, EventKind, synthetic_span_id
 from spanwatch.engine.payload import (
@@ -75,25 +83,60 @@ class _OpenIndex:
         self._orders: defaultdict[str, list[int]] = defaultdict(list)
         self._members: set[tuple[str, int]] = set()
 
-    def add(self, tool: str, order: int) -> None:
+    def add(self, tool: str, order: int) -> bool:
+        """Add an entry; False if it was there already."""
         if (tool, order) in self._members:
-            return
+            return False
         self._members.add((tool, order))
         orders = self._orders[tool]
         if not orders or orders[-1] < order:
             orders.append(order)
         else:
             insort(orders, order)
+        return True
 
     def pop_stale(self, tool: str, order: int) -> None:
         self._orders[tool].pop()
         self._members.discard((tool, order))
 
+    def remove(self, tool: str, order: int) -> None:
+        """Undo `add`."""
+        orders = self._orders[tool]
+        del orders[bisect_left(orders, order)]
+        self._members.discard((tool, order))
+
+    def push_back(self, tool: str, order: int) -> None:
+        """Undo `pop_stale` (the entry was the tool's newest)."""
+        self._orders[tool].append(order)
+        self._members.add((tool, order))
+
+
+#: The fields of a SpanBuilder that feeding changes.
+_STATE_FIELDS = (
+    "tool", "tool_call_id", "hook_start_ms", "hook_end_ms", "call_start_ms", "result_end_ms",
+    "call_start_exact", "result_end_exact", "tokens_in", "tokens_out", "reasoning_tokens",
+    "cost_usd_e6", "paths", "has_call", "has_end",
+)  # fmt: skip
+_PATHS = _STATE_FIELDS.index("paths")
+_state_of = attrgetter(*_STATE_FIELDS)
+
+#: One step of an event's undo: ("open", span) | ("state", span, fields) |
+#: ("add" or "pop", index, tool, order).
+_Step = tuple[Any, ...]
+Position = tuple[int, int]
+"""Where an event sorts in load order: (ts_ms, seq)."""
+
 
 class SessionSpans:
-    """All spans of one session, built from its events in load order."""
+    """All spans of one session, built from its events in load order.
 
-    def __init__(self) -> None:
+    `journal_events`: how many of the latest events `rewind` can undo (0: no
+    journal, as for a one-shot rebuild). Events that cannot touch a span
+    whatever came before them (messages, costs, errors, hooks that are not
+    tool hooks) are not journaled and need no undoing.
+    """
+
+    def __init__(self, journal_events: int = 0) -> None:
         self.spans: dict[str, SpanBuilder] = {}
         """Spans by id, in open order (the reference's `open_order`)."""
         self.by_order: list[SpanBuilder] = []
@@ -101,15 +144,79 @@ class SessionSpans:
         """Ids of spans changed since the caller last cleared this set."""
         self._without_call = _OpenIndex()
         self._without_end = _OpenIndex()
+        self._journal_events = journal_events
+        self._journal: deque[tuple[Position, list[_Step]]] = deque()
+        self._journal_floor: Position | None = None
+        """The position of the newest event dropped from the journal."""
+        self._undo: list[_Step] | None = None
+        """The undo steps of the event being fed, when journaling."""
 
     def feed(self, event: Event) -> None:
         kind = event.kind
+        if self._journal_events:
+            if kind is EventKind.MESSAGE or kind is EventKind.ERROR or kind is EventKind.COST:
+                return
+            self._undo = []
         if kind is EventKind.TOOL_CALL:
             self._tool_call(event)
         elif kind is EventKind.TOOL_RESULT:
             self._tool_result(event)
-        elif kind is EventKind.HOOK:
-            self._hook(event)
+        elif kind is EventKind.HOOK and not self._hook(event):
+            self._undo = None  # not a tool hook: nothing to undo, whatever came before
+        if self._undo is not None:
+            self._journal.append(((event.ts_ms, event.seq), self._undo))
+            self._undo = None
+            if len(self._journal) > self._journal_events:
+                self._journal_floor = self._journal.popleft()[0]
+
+    def can_rewind(self, position: Position) -> bool:
+        """Whether the journal holds every event fed so far that sorts after `position`."""
+        return self._journal_events > 0 and (
+            self._journal_floor is None or self._journal_floor < position
+        )
+
+    def journaled_after(self, position: Position) -> list[Position]:
+        """Positions of the journaled events after `position`, in load order."""
+        found = []
+        for at, _ in reversed(self._journal):
+            if at <= position:
+                break
+            found.append(at)
+        found.reverse()
+        return found
+
+    def rewind(self, position: Position) -> None:
+        """Undo every event fed after `position`, as if they had never been fed.
+
+        Check `can_rewind` first. The caller then feeds those events again,
+        with whatever sorts among them, in load order.
+        """
+        journal = self._journal
+        while journal and journal[-1][0] > position:
+            for step in reversed(journal.pop()[1]):
+                self._undo_step(step)
+
+    def _undo_step(self, step: _Step) -> None:
+        what = step[0]
+        if what == "state":
+            span = step[1]
+            for name, value in zip(_STATE_FIELDS, step[2], strict=True):
+                setattr(span, name, value)
+        elif what == "open":
+            del self.spans[step[1].span_id]
+            self.by_order.pop()
+        elif what == "add":
+            step[1].remove(step[2], step[3])
+        else:
+            step[1].push_back(step[2], step[3])
+
+    def _save(self, span: SpanBuilder) -> None:
+        """Journal the span's state before this event changes it."""
+        if self._undo is not None:
+            state = _state_of(span)
+            if state[_PATHS] is not None:
+                state = (*state[:_PATHS], set(state[_PATHS]), *state[_PATHS + 1 :])
+            self._undo.append(("state", span, state))
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -126,6 +233,8 @@ class SessionSpans:
         span = self.spans.get(span_id)
         if span is None:
             span = self._open(span_id, event, tool)
+        else:
+            self._save(span)
         span.tool = tool
         span.tool_call_id = event.tool_call_id
         span.call_start_ms = event.ts_ms
@@ -140,6 +249,7 @@ class SessionSpans:
         span = self._match(event)
         if span is None:
             return
+        self._save(span)
         span.result_end_ms = event.ts_ms
         span.result_end_exact = event.ts_exact
         self._take_usage(span, event)
@@ -147,13 +257,14 @@ class SessionSpans:
         span.has_end = True
         self.touched.add(span.span_id)
 
-    def _hook(self, event: Event) -> None:
+    def _hook(self, event: Event) -> bool:
+        """False when the event is not a tool hook (whatever came before it)."""
         if not may_be_tool_hook(event.payload):
-            return
+            return False
         payload = Payload(event.payload)
         kind = hook_kind(payload.value)
         if kind is None:
-            return
+            return False
         tool = hook_tool(payload.value)
         span_id = event.tool_call_id
         if span_id is None:
@@ -162,6 +273,8 @@ class SessionSpans:
         span = self.spans.get(span_id)
         if span is None:
             span = self._open(span_id, event, tool)
+        else:
+            self._save(span)
         if span.tool is None:
             span.tool = tool
         if span.tool_call_id is None:
@@ -174,6 +287,7 @@ class SessionSpans:
             span.has_end = True
         self._index(span)
         self.touched.add(span_id)
+        return True
 
     def _open(self, span_id: str, event: Event, tool: str | None) -> SpanBuilder:
         span = SpanBuilder(
@@ -185,6 +299,8 @@ class SessionSpans:
         )
         self.spans[span_id] = span
         self.by_order.append(span)
+        if self._undo is not None:
+            self._undo.append(("open", span))
         return span
 
     @staticmethod
@@ -201,12 +317,14 @@ class SessionSpans:
 
     def _index(self, span: SpanBuilder) -> None:
         """Keep the lookup indexes complete: every matching span is in them."""
-        if span.tool is None:
+        tool = span.tool
+        if tool is None:
             return
-        if not span.has_call:
-            self._without_call.add(span.tool, span.order)
-        if not span.has_end:
-            self._without_end.add(span.tool, span.order)
+        undo = self._undo
+        if not span.has_call and self._without_call.add(tool, span.order) and undo is not None:
+            undo.append(("add", self._without_call, tool, span.order))
+        if not span.has_end and self._without_end.add(tool, span.order) and undo is not None:
+            undo.append(("add", self._without_end, tool, span.order))
 
     def _match(self, event: Event) -> SpanBuilder | None:
         """The reference's `match_span_id`: id, else open span of the tool, else last opened."""
@@ -238,6 +356,8 @@ class SessionSpans:
             if span.tool == tool and still_open(span):
                 return span
             index.pop_stale(tool, span.order)
+            if self._undo is not None:
+                self._undo.append(("pop", index, tool, span.order))
         return None
 
 

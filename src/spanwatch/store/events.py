@@ -88,6 +88,35 @@ def load_session_rows(
     return rows
 
 
+def load_rows_by_seq(
+    conn: sqlite3.Connection, shape: EventsShape, session_id: str, positions: list[tuple[int, int]]
+) -> SessionRows | None:
+    """The session's rows at these (ts_ms, seq) positions, again; None if any is gone or changed.
+
+    For a rewind (see `SessionSpans.rewind`): the events undone are read back
+    through the (session_id, seq) index rather than kept with their payloads.
+    Each must still be there, valid, with the same ts_ms.
+    """
+    wanted = dict((seq, ts) for ts, seq in positions)
+    fetched: list[tuple[Any, ...]] = []
+    seqs = list(wanted)
+    for start in range(0, len(seqs), _IN_CHUNK):
+        chunk = seqs[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        fetched += fetch_all(
+            conn,
+            f"SELECT {shape.select_list} FROM events WHERE session_id = ? AND seq IN ({marks})",
+            (session_id, *chunk),
+        )
+    rows = convert_rows(fetched)
+    if rows.skipped or len(rows.events) != len(wanted):
+        return None
+    if any(wanted.get(event.seq) != event.ts_ms for event in rows.events):
+        return None
+    rows.events.sort(key=_load_order)
+    return rows
+
+
 class RowsChanged(Exception):
     """A row read in an earlier snapshot was gone or different in a later one."""
 
@@ -133,6 +162,10 @@ def session_rows_in_parts(
         ):
             raise RowsChanged(session_id)
         yield convert_rows(by_id[row_id] for row_id in ids)
+
+
+#: Values bound per `IN (...)` list, well under SQLite's limit on parameters.
+_IN_CHUNK = 500
 
 
 def _load_order(event: Event) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from spanwatch.engine import SessionSpans, SpanTree
-from spanwatch.engine.builder import SpanBuilder
+from spanwatch.engine.builder import Position, SpanBuilder
 from spanwatch.engine.events import Event
 from spanwatch.engine.records import SpanRecord
 from spanwatch.store import marks, triggers
@@ -33,6 +33,7 @@ from spanwatch.store.events import (
     SessionRows,
     SkippedRow,
     TokenOutOfRange,
+    load_rows_by_seq,
     load_session_rows,
     row_keys,
     session_rows_in_parts,
@@ -58,6 +59,12 @@ ROWID_SCAN_COST = 4
 #: a full read of it on its next change (seconds of CPU for 50,000 events; the
 #: daemon does it on a thread of its own, but that session waits for it).
 MAX_CACHED_SPANS = 150_000
+
+#: Events a cached session's engine can undo, to take in a row that arrives
+#: after rows that sort later (the transcript tail commits after the hooks):
+#: without it, such a row means reading the whole session again. A row later
+#: than this many tool events is rare; it still gets the full read.
+JOURNAL_EVENTS = 128
 
 #: Events fed between two calls of `read_in_full`'s `pace` (a millisecond or two).
 PACE_EVENTS = 32
@@ -94,6 +101,10 @@ class SessionResult:
     collisions: list[tuple[str, str]] = field(default_factory=list)
     """(span id, session that owns it) for spans stored under a namespaced id."""
     wrote: bool = False
+    rewound: bool = False
+    """Incremental, but rows arrived that sort before events already fed: the
+    engine undid those events and fed them again with the new rows, and every
+    span was compared with its stored row."""
 
 
 @dataclass(slots=True)
@@ -214,10 +225,11 @@ class Rebuilder:
             self._cached_spans -= len(cached.spans.spans)
         if flag_version is not None:
             cached = None
+        rewind_to: Position | None = None
         with read_snapshot(self.conn):
             appended = self._read_appended(session_id, cached) if cached is not None else None
             if appended is not None:
-                rows, mark = appended
+                rows, mark, rewind_to = appended
                 extended = True
             else:
                 mark = marks.live_mark(self.conn, session_id)
@@ -230,8 +242,12 @@ class Rebuilder:
             result = SessionResult(session_id, "incremental")
             previous_mark: SessionMark | None = cached.mark
             state.mark = mark
+            if rewind_to is not None:
+                state.spans.rewind(rewind_to)
+                state.tree = SpanTree()  # it held the spans undone: all of it is made again
+                result.rewound = True
         else:
-            state = _fresh_state(mark)
+            state = _fresh_state(mark, JOURNAL_EVENTS if self.cache_sessions > 0 else 0)
             state.stored = span_rows.stored_fingerprints(self.conn, session_id)
             result = SessionResult(session_id, "full")
             previous_mark = marks.read_mark(self.conn, session_id)
@@ -291,11 +307,12 @@ class Rebuilder:
         if built is not None and stored_id is None:
             diff = span_rows.diff_built_rows(state.stored, built)
         else:
-            if result.mode == "full":
+            whole = result.mode == "full" or result.rewound
+            if whole:
                 records = state.tree.records(stored_id=stored_id)
             else:
                 records = state.tree.records(changed, stored_id=stored_id)
-            diff = span_rows.diff_rows(state.stored, records, complete=result.mode == "full")
+            diff = span_rows.diff_rows(state.stored, records, complete=whole)
         result.spans = len(state.spans.spans)
         result.upserted = len(diff.upserts) + len(diff.updates)
         result.deleted = len(diff.deletes)
@@ -430,14 +447,19 @@ class Rebuilder:
 
     def _read_appended(
         self, session_id: str, cached: _SessionState
-    ) -> tuple[SessionRows, SessionMark] | None:
+    ) -> tuple[SessionRows, SessionMark, Position | None] | None:
         """The common case, cheaply: rows appended after the cached ones, and the new mark.
 
         The mark is the cached one plus the new rows, without counting the
         whole session: rows deleted meanwhile are left to the reconcile, which
         compares marks with `events` and then forces a full read. None when
         this does not apply (nothing new, an odd row, a row that sorts before
-        what was seen): the caller then reads the live mark and decides.
+        more than the engine can undo): the caller then reads the live mark
+        and decides.
+
+        When new rows sort before events already fed, the position to rewind
+        the engine to comes third, and the rows include those events, read
+        again, to be fed after the rewind.
         """
         old = cached.mark
         # Walking the session's index costs about its row count; a rowid range
@@ -449,15 +471,34 @@ class Rebuilder:
         )
         if rows.row_count == 0 or rows.skipped or type(old.max_seq) is not int:
             return None
+        rewind_to = None
         if rows.events and _position(rows.events[0]) <= cached.last_position:
-            return None
+            rewind_to = _position(rows.events[0])
+            if not self._take_back(session_id, cached.spans, rewind_to, rows):
+                return None
         mark = SessionMark(
             session_id,
             max(old.max_seq, rows.max_seq),
             old.row_count + rows.row_count,
             max(old.max_id, rows.max_id),
         )
-        return rows, mark
+        return rows, mark, rewind_to
+
+    def _take_back(
+        self, session_id: str, spans: SessionSpans, position: Position, rows: SessionRows
+    ) -> bool:
+        """Add to `rows` the events fed after `position`, read again, for a rewind.
+
+        False when the engine cannot undo that far, or those rows are no longer
+        what was fed.
+        """
+        if not spans.can_rewind(position):
+            return False
+        again = load_rows_by_seq(self.conn, self.shape, session_id, spans.journaled_after(position))
+        if again is None:
+            return False
+        rows.events = sorted(again.events + rows.events, key=_position)
+        return True
 
     def _read(
         self,
@@ -552,7 +593,7 @@ def read_in_full(
         rows = SessionRows()
         if keys is None and mark.row_count:
             rows = load_session_rows(conn, shape, session_id)
-    state = _fresh_state(mark)
+    state = _fresh_state(mark, JOURNAL_EVENTS)  # the daemon keeps it
     if keys is None:
         changed = _feed(state, rows, pace)
     else:
@@ -601,8 +642,8 @@ def _feed_events(
         state.spans.feed_all(events[start : start + PACE_EVENTS])
 
 
-def _fresh_state(mark: SessionMark) -> _SessionState:
-    return _SessionState(SessionSpans(), SpanTree(), (-1, -1), mark, {}, {}, 0)
+def _fresh_state(mark: SessionMark, journal_events: int = 0) -> _SessionState:
+    return _SessionState(SessionSpans(journal_events), SpanTree(), (-1, -1), mark, {}, {}, 0)
 
 
 def _feed(
@@ -681,7 +722,7 @@ def _stored_id_for(
     return stored_id
 
 
-def _position(event: Event) -> tuple[int, int]:
+def _position(event: Event) -> Position:
     return (event.ts_ms, event.seq)
 
 
@@ -693,6 +734,8 @@ class Tally:
     """Sessions rebuilt (vanished ones are counted apart)."""
     vanished: int = 0
     incremental: int = 0
+    rewound: int = 0
+    """Of the incremental ones, those that took rows in among events already fed."""
     events: int = 0
     """Event rows read."""
     spans: int = 0
@@ -704,6 +747,7 @@ class Tally:
         self.sessions += result.mode != "vanished"
         self.vanished += result.mode == "vanished"
         self.incremental += result.mode == "incremental"
+        self.rewound += result.rewound
         self.events += result.rows_read
         self.spans += result.spans
         self.spans_written += result.upserted
@@ -714,6 +758,7 @@ class Tally:
         self.sessions += other.sessions
         self.vanished += other.vanished
         self.incremental += other.incremental
+        self.rewound += other.rewound
         self.events += other.events
         self.spans += other.spans
         self.spans_written += other.spans_written

@@ -77,15 +77,17 @@ def test_rows_arriving_out_of_order_are_taken_in_by_rewinding_the_journal(
     """Rows reach the store out of load order. A journaled engine that undoes the
     events after a late row and feeds them again with it must end where an engine
     fed every row so far in load order ends, chunk after chunk, so that later
-    lookups (open spans of a tool, the latest span) answer alike."""
+    lookups (open spans of a tool, the latest span) answer alike; and the tree,
+    told which spans the rewind removed, must report every record that changed."""
     arrival = data.draw(st.permutations(events))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(arrival)), max_size=8)))
     journal = data.draw(st.integers(1, 12))
     session = SessionSpans(journal_events=journal)
+    tree = SpanTree()
+    current: dict[str, tuple[Any, ...]] = {}
     by_position = {(e.ts_ms, e.seq): e for e in events}
     fed: list[Event] = []
     previous = 0
-    rewinds = 0
     for cut in [*cuts, len(arrival)]:
         chunk = sorted(arrival[previous:cut], key=lambda e: (e.ts_ms, e.seq))
         previous = cut
@@ -94,22 +96,26 @@ def test_rows_arriving_out_of_order_are_taken_in_by_rewinding_the_journal(
         first = (chunk[0].ts_ms, chunk[0].seq)
         last = max(((e.ts_ms, e.seq) for e in fed), default=(-1, -1))
         fed = sorted(fed + chunk, key=lambda e: (e.ts_ms, e.seq))
+        removed: list[str] = []
         if first > last:
             session.feed_all(chunk)
         elif session.can_rewind(first):
             again = [by_position[p] for p in session.journaled_after(first)]
-            session.rewind(first)
+            removed = session.rewind(first)
+            tree.forget(removed)
             session.feed_all(sorted(again + chunk, key=lambda e: (e.ts_ms, e.seq)))
-            rewinds += 1
         else:  # too late for the journal: the daemon reads the session again
-            session = SessionSpans(journal_events=journal)
+            session, tree, current = SessionSpans(journal_events=journal), SpanTree(), {}
             session.feed_all(fed)
         straight = SessionSpans()
         straight.feed_all(fed)
         assert _builder_state(session) == _builder_state(straight)
-        tree = SpanTree()
-        tree.update(session.spans, ())
-        assert rows(tree.records()) == rows(build_span_records(fed))
+        changed = tree.update(session.spans, session.touched)
+        session.touched.clear()
+        for span_id in removed:
+            current.pop(span_id, None)
+        current.update(rows(tree.records(changed)))
+        assert current == rows(build_span_records(fed))
 
 
 def test_a_late_tool_call_moves_a_result_back_to_its_own_span() -> None:
@@ -124,7 +130,7 @@ def test_a_late_tool_call_moves_a_result_back_to_its_own_span() -> None:
     position = (late_result_a.ts_ms, late_result_a.seq)
     assert session.can_rewind(position)
     assert session.journaled_after(position) == [(300, 3), (400, 4)]
-    session.rewind(position)
+    assert session.rewind(position) == ["b"]
     assert list(session.spans) == ["a"]
     session.feed_all([late_result_a, call_b, result_b])
     assert session.spans["a"].result_end_ms == 200
@@ -142,3 +148,36 @@ def test_the_journal_keeps_only_its_latest_events() -> None:
     assert session.can_rewind((250, 0))  # after c1 and c2: c3 and c4 are journaled
     assert not session.can_rewind((150, 0))  # c2 was dropped from the journal
     assert not SessionSpans().can_rewind((0, 0))  # no journal at all
+
+
+def test_forgetting_a_span_re_sums_its_parent_and_re_parents_its_children() -> None:
+    """`SpanTree.forget` on its own: the parent left behind is summed again and
+    the forgotten span's children find their next container, even when no
+    remaining span is reported touched."""
+    outer = Event("s", 1, 100, EventKind.TOOL_CALL, tool="Task", tool_call_id="outer")
+    middle = Event("s", 2, 200, EventKind.TOOL_CALL, tool="Task", tool_call_id="mid",
+                   tokens_in=7)  # fmt: skip
+    inner = Event("s", 3, 300, EventKind.TOOL_CALL, tool="Read", tool_call_id="in", tokens_in=3)
+    ends = [
+        Event("s", 4, 400, EventKind.TOOL_RESULT, tool_call_id="in"),
+        Event("s", 5, 500, EventKind.TOOL_RESULT, tool_call_id="mid"),
+        Event("s", 6, 600, EventKind.TOOL_RESULT, tool_call_id="outer"),
+    ]
+    session = SessionSpans()
+    session.feed_all([outer, middle, inner, *ends])
+    tree = SpanTree()
+    tree.update(session.spans, session.touched)
+    assert tree.nodes["outer"].subtree_token_count == 10
+    assert tree.nodes["in"].parent is session.spans["mid"]
+    # "mid" disappears (as if a rewind had undone what opened it).
+    tree.forget(["mid"])
+    del session.spans["mid"]
+    changed = tree.update(session.spans, ())
+    assert {"outer", "in"} <= changed
+    assert tree.nodes["in"].parent is session.spans["outer"]
+    assert (tree.nodes["in"].depth, tree.nodes["outer"].subtree_token_count) == (1, 3)
+    # Then the leaf goes too: only its parent's totals tell.
+    tree.forget(["in"])
+    del session.spans["in"]
+    assert tree.update(session.spans, ()) == {"outer"}
+    assert tree.nodes["outer"].subtree_token_count is None

@@ -185,30 +185,34 @@ class SessionSpans:
         found.reverse()
         return found
 
-    def rewind(self, position: Position) -> None:
+    def rewind(self, position: Position) -> list[str]:
         """Undo every event fed after `position`, as if they had never been fed.
 
         Check `can_rewind` first. The caller then feeds those events again,
-        with whatever sorts among them, in load order.
+        with whatever sorts among them, in load order. Returns the ids of the
+        spans removed (those the undone events opened); the spans changed back
+        are added to `touched`.
         """
         journal = self._journal
+        removed: list[str] = []
         while journal and journal[-1][0] > position:
             for step in reversed(journal.pop()[1]):
-                self._undo_step(step)
-
-    def _undo_step(self, step: _Step) -> None:
-        what = step[0]
-        if what == "state":
-            span = step[1]
-            for name, value in zip(_STATE_FIELDS, step[2], strict=True):
-                setattr(span, name, value)
-        elif what == "open":
-            del self.spans[step[1].span_id]
-            self.by_order.pop()
-        elif what == "add":
-            step[1].remove(step[2], step[3])
-        else:
-            step[1].push_back(step[2], step[3])
+                what = step[0]
+                if what == "state":
+                    span = step[1]
+                    for name, value in zip(_STATE_FIELDS, step[2], strict=True):
+                        setattr(span, name, value)
+                    self.touched.add(span.span_id)
+                elif what == "open":
+                    span = self.by_order.pop()
+                    del self.spans[span.span_id]
+                    removed.append(span.span_id)
+                elif what == "add":
+                    step[1].remove(step[2], step[3])
+                else:
+                    step[1].push_back(step[2], step[3])
+        self.touched.difference_update(removed)
+        return removed
 
     def _save(self, span: SpanBuilder) -> None:
         """Journal the span's state before this event changes it."""

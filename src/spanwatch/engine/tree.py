@@ -20,7 +20,7 @@ to a hash map's iteration order); see DESIGN.md.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
@@ -64,6 +64,12 @@ class SpanTree:
         self._order_keys: list[SortKey] = []  # sort keys of `ordered`, as sorted
         self._keys: dict[str, SortKey] = {}
         self._bounds: dict[str, tuple[int | None, int | None]] = {}
+        self._by_end: list[tuple[int, int, SpanBuilder]] = []
+        """Complete spans by (end, creation order): the candidate parents of a
+        re-parented suffix are those ending late enough, found without a scan."""
+        self._resort_from: SortKey | None = None
+        self._resum: set[str] = set()
+        """Where spans were forgotten: re-parent from there, re-sum their parents."""
 
     def update(self, spans: Mapping[str, SpanBuilder], touched: Iterable[str]) -> set[str]:
         """Bring the tree up to date after the `touched` spans changed or appeared.
@@ -82,16 +88,18 @@ class SpanTree:
                 nodes[span.span_id] = TreeNode()
                 changed.add(span.span_id)
         keys = self._keys
-        moved_from: SortKey | None = None
+        moved_from, self._resort_from = self._resort_from, None
         bounds = self._bounds
         for span_id in changed:
             span = spans[span_id]
             interval = (span.start_ms, span.end_ms)
-            if bounds.get(span_id, _UNSEEN) == interval:
+            old_interval = bounds.get(span_id, _UNSEEN)
+            if old_interval == interval:
                 continue
             # Compared as intervals, not sort keys: a missing end sorts like an
             # end at 0, but completing a span changes who can be its parent.
             bounds[span_id] = interval
+            self._index_end(span, old_interval, interval)
             new = sort_key(span)
             old = keys.get(span_id)
             keys[span_id] = new
@@ -109,8 +117,39 @@ class SpanTree:
             self._order_keys[start:] = [keys[span.span_id] for span in suffix]
             moved = self._assign_parents(start)
             changed |= moved.keys()
-        changed |= self._roll_up(changed, moved)
+        resum = {span_id for span_id in self._resum if span_id in nodes}
+        self._resum = set()
+        changed |= self._roll_up(changed | resum, moved)
         return changed
+
+    def forget(self, span_ids: Iterable[str]) -> None:
+        """Drop spans that no longer exist: a rewind undid the events that opened them.
+
+        The next `update` re-parents every span sorted after them and sums
+        their parents' subtrees again. Spans of the same ids made again since
+        are new spans to it.
+        """
+        nodes = self.nodes
+        for span_id in span_ids:
+            key = self._keys.pop(span_id)
+            position = bisect_left(self._order_keys, key)
+            del self.ordered[position]
+            del self._order_keys[position]
+            start, end = self._bounds.pop(span_id)
+            if start is not None and end is not None:
+                del self._by_end[bisect_left(self._by_end, (end, key[2]))]
+            node = nodes.pop(span_id)
+            if node.parent is not None:
+                parent = nodes.get(node.parent.span_id)
+                if parent is not None and parent.children is not None:
+                    parent.children.discard(span_id)
+                self._resum.add(node.parent.span_id)
+            for child_id in node.children or ():
+                child = nodes.get(child_id)
+                if child is not None:
+                    child.parent = None  # re-parented by the next update
+            if self._resort_from is None or key < self._resort_from:
+                self._resort_from = key
 
     def records(
         self,
@@ -144,6 +183,21 @@ class SpanTree:
             )
         return out
 
+    def _index_end(
+        self,
+        span: SpanBuilder,
+        old: tuple[int | None, int | None],
+        new: tuple[int | None, int | None],
+    ) -> None:
+        """Move the span's entry in `_by_end` from its old interval to its new one."""
+        by_end = self._by_end
+        old_start, old_end = old
+        if old is not _UNSEEN and old_start is not None and old_end is not None:
+            del by_end[bisect_left(by_end, (old_end, span.order))]
+        new_start, new_end = new
+        if new_start is not None and new_end is not None:
+            insort(by_end, (new_end, span.order, span))
+
     def _assign_parents(self, start: int) -> dict[str, SpanBuilder | None]:
         """Re-parent the spans from sorted position `start` on.
 
@@ -174,12 +228,14 @@ class SpanTree:
         # suffix's first start": a span whose call came after its result ends
         # before it starts, and the reference still nests it.)
         lowest_end = min(e for _, _, _, e in suffix)
+        order_keys = self._order_keys
+        boundary = order_keys[start]  # the first key of the suffix
+        keys = self._keys
+        by_end = self._by_end
         active = [
-            (i, span, e)
-            for i in range(start)
-            if (span := ordered[i]).start_ms is not None
-            and (e := span.end_ms) is not None
-            and e >= lowest_end
+            (bisect_left(order_keys, key, 0, start), span, e)
+            for e, _, span in by_end[bisect_left(by_end, (lowest_end,)) :]
+            if (key := keys[span.span_id]) < boundary
         ]
         ends = sorted({e for _, _, e in active} | {e for _, _, _, e in suffix}, reverse=True)
         size = len(ends)

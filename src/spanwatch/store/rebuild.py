@@ -103,8 +103,7 @@ class SessionResult:
     wrote: bool = False
     rewound: bool = False
     """Incremental, but rows arrived that sort before events already fed: the
-    engine undid those events and fed them again with the new rows, and every
-    span was compared with its stored row."""
+    engine undid those events and fed them again with the new rows."""
 
 
 @dataclass(slots=True)
@@ -226,6 +225,7 @@ class Rebuilder:
         if flag_version is not None:
             cached = None
         rewind_to: Position | None = None
+        removed: list[str] = []
         with read_snapshot(self.conn):
             appended = self._read_appended(session_id, cached) if cached is not None else None
             if appended is not None:
@@ -243,8 +243,8 @@ class Rebuilder:
             previous_mark: SessionMark | None = cached.mark
             state.mark = mark
             if rewind_to is not None:
-                state.spans.rewind(rewind_to)
-                state.tree = SpanTree()  # it held the spans undone: all of it is made again
+                removed = state.spans.rewind(rewind_to)
+                state.tree.forget(removed)
                 result.rewound = True
         else:
             state = _fresh_state(mark, JOURNAL_EVENTS if self.cache_sessions > 0 else 0)
@@ -256,6 +256,7 @@ class Rebuilder:
         return self._finish(
             state, result, rows, known=known, changed=changed,
             previous_mark=previous_mark, flag_version=flag_version,
+            gone=[i for i in removed if i not in state.spans.spans],
         )  # fmt: skip
 
     def rebuild_read(self, read: FullRead) -> SessionResult:
@@ -286,11 +287,13 @@ class Rebuilder:
         previous_mark: SessionMark | None,
         flag_version: int | None,
         built: list[span_rows.BuiltRow] | None = None,
+        gone: Iterable[str] = (),
     ) -> SessionResult:
         """Diff the session's fed state with its stored rows, queue the write, cache it.
 
         `built`: all its rows, made already under their raw span ids (used
-        unless another session owns one of them).
+        unless another session owns one of them). `gone`: ids of spans that a
+        rewind removed and the events fed since did not make again.
         """
         session_id = result.session_id
         mark = state.mark
@@ -307,12 +310,16 @@ class Rebuilder:
         if built is not None and stored_id is None:
             diff = span_rows.diff_built_rows(state.stored, built)
         else:
-            whole = result.mode == "full" or result.rewound
+            whole = result.mode == "full"
             if whole:
                 records = state.tree.records(stored_id=stored_id)
             else:
                 records = state.tree.records(changed, stored_id=stored_id)
             diff = span_rows.diff_rows(state.stored, records, complete=whole)
+            for raw_id in gone:
+                gone_id = f"{session_id}/{raw_id}" if raw_id in state.owned_elsewhere else raw_id
+                if gone_id in state.stored:
+                    diff.deletes.append(gone_id)
         result.spans = len(state.spans.spans)
         result.upserted = len(diff.upserts) + len(diff.updates)
         result.deleted = len(diff.deletes)

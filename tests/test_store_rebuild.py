@@ -490,3 +490,33 @@ def test_rows_deleted_while_others_arrive_are_caught_by_the_reconcile(
     assert list(marks.stale_sessions(rb.conn)) == []
     remaining = [e for e in events if e.seq != 3]
     assert span_table(conn) == expected_rows(remaining)
+
+
+def test_writes_wait_for_company_at_most_write_batch_s(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
+    """Sessions rebuilt in one batch share a transaction, but one that waited
+    `write_batch_s` is committed without waiting for the rest of the batch."""
+    path, conn = store
+    for n in range(3):
+        insert_events(conn, task_session(f"s{n}", prefix=f"{n}-"))
+    sharing = Rebuilder(rebuilder(path).conn, write_batch_rows=10_000)
+    for n in range(3):
+        sharing.rebuild(f"s{n}")
+    assert (sharing.commits, count_spans(conn)) == (0, 0)  # all still queued
+    sharing.flush()
+    assert sharing.commits == 1
+    conn.execute("DELETE FROM tool_spans")
+    conn.execute("DELETE FROM spanwatch_sessions")
+    prompt = Rebuilder(rebuilder(path).conn, write_batch_rows=10_000, write_batch_s=0.0)
+    prompt.rebuild("s0")
+    assert prompt.commits == 1  # written before the batch ends
+    assert count_spans(conn) == len(expected_rows(task_session("s0")))
+    for n in (1, 2):
+        prompt.rebuild(f"s{n}")
+    prompt.flush()
+    assert prompt.commits == 3
+
+
+def count_spans(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM tool_spans").fetchone()[0])

@@ -39,6 +39,10 @@ Landed = tuple[str, FullRead | BaseException]
 #: 100-370 ms on its 1M-event store under a concurrent writer. 200 was tried
 #: (2 pairs of runs): lock share 0.93-0.95x, latency no better; not kept.
 WRITE_BATCH_ROWS = 2000
+#: ... and a transaction goes once its first session has waited this long. A
+#: batch of dozens of sessions (after a start, or on a loaded machine) took
+#: 1-2 s, and every session in it waited for the one commit at its end.
+WRITE_BATCH_S = 0.05
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
@@ -97,6 +101,7 @@ class StoreLink:
                 self.conn,
                 cache_sessions=cache_sessions,
                 write_batch_rows=WRITE_BATCH_ROWS,
+                write_batch_s=WRITE_BATCH_S,
                 retry_for_s=write_retry_max_s,
                 on_retry=self._on_retry,
             )

@@ -140,7 +140,9 @@ class Rebuilder:
     With `write_batch_rows`, the writes of several sessions share a transaction
     of about that many rows (call `flush()` at the end): a one-shot rebuild of a
     whole store then commits hundreds of times instead of once per session.
-    Without it, each session is written as soon as it is rebuilt.
+    Without it, each session is written as soon as it is rebuilt. With
+    `write_batch_s` too, a transaction also goes once its first session has
+    waited that long: what is rebuilt shows soon even in a long batch.
 
     `fresh`: the store held no spans and no watermarks when this rebuild began
     (a first `spanwatch rebuild`). Then what is stored is what this Rebuilder
@@ -160,6 +162,7 @@ class Rebuilder:
         on_retry: RetryHook | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         write_batch_rows: int = 0,
+        write_batch_s: float | None = None,
         fresh: bool = False,
     ) -> None:
         self.conn = conn
@@ -171,6 +174,8 @@ class Rebuilder:
         self._marks_written = 0
         """In a fresh rebuild: the watermarks committed so far (all of spanwatch_sessions)."""
         self.write_batch_rows = write_batch_rows
+        self.write_batch_s = write_batch_s
+        self._pending_since = 0.0
         self._pending: list[_Write] = []
         self._pending_rows = 0
         self._pending_owners: dict[str, str] = {}
@@ -442,6 +447,8 @@ class Rebuilder:
         self._marks_written += sum(write.mark is not None for write in pending)
 
     def _queue(self, write: _Write) -> None:
+        if not self._pending:
+            self._pending_since = time.perf_counter()
         self._pending.append(write)
         diff = write.diff
         self._pending_rows += len(diff.upserts) + len(diff.updates) + len(diff.deletes) + 1
@@ -449,7 +456,10 @@ class Rebuilder:
             self._pending_owners[str(row[0])] = write.session_id
         if self.fresh:
             self._written_ids.update(hash(str(row[0])) for row in write.diff.upserts)
-        if self._pending_rows >= self.write_batch_rows:
+        if self._pending_rows >= self.write_batch_rows or (
+            self.write_batch_s is not None
+            and time.perf_counter() - self._pending_since >= self.write_batch_s
+        ):
             self.flush()
 
     def _read_appended(

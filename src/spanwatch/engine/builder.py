@@ -13,7 +13,7 @@ daemon extend a session without reading it again from the start.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,7 +30,13 @@ from spanwatch.engine.payload import (
 
 @dataclass(slots=True, eq=False)
 class SpanBuilder:
-    """A span being built: the reference's `SpanBuilder`, minus the tree fields."""
+    """A span being built: the reference's `SpanBuilder`, with its place in the tree.
+
+    The tree fields (from `parent` on) belong to the one `SpanTree` that is
+    kept over the session's spans; they live here rather than in the tree's
+    own dicts because the daemon keeps these objects for every cached span,
+    and each dict entry keyed by span id cost about 100 bytes a span.
+    """
 
     span_id: str
     session_id: str
@@ -48,10 +54,21 @@ class SpanBuilder:
     tokens_out: int | None = None
     reasoning_tokens: int | None = None
     cost_usd_e6: int | None = None
-    paths: set[str] | None = None
-    """None until the first path: most spans have none, and an empty set costs 216 bytes."""
+    paths: tuple[str, ...] | None = None
+    """Sorted and distinct; None until the first path. A tuple, not a set: a set of
+    one path costs 216 bytes, a tuple 48, and most spans have one or two."""
     has_call: bool = False
     has_end: bool = False
+    # The tree fields, kept by `SpanTree`:
+    parent: SpanBuilder | None = None
+    depth: int = 0
+    subtree_cost_usd_e6: int | None = None
+    subtree_token_count: int | None = None
+    children: set[SpanBuilder] | None = None
+    """None for a leaf (most spans), which saves a set each."""
+    seen_start_ms: int | None = -1
+    seen_end_ms: int | None = -1
+    """The interval the tree last placed the span by (-1: not placed yet)."""
 
     @property
     def start_ms(self) -> int | None:
@@ -66,28 +83,28 @@ class _OpenIndex:
     """For each tool, the spans that may still match a lookup, by open order.
 
     Entries go stale when a span stops matching; `latest` pops stale entries
-    off the top, so each entry is popped at most once per insertion.
+    off the top, so each entry is popped at most once per insertion. Each
+    order is listed at most once per tool: membership is looked up in the
+    sorted list itself (a set of (tool, order) beside it cost about 80 bytes
+    a span, kept for as long as the daemon caches the session).
     """
 
-    __slots__ = ("_members", "_orders")
+    __slots__ = ("_orders",)
 
     def __init__(self) -> None:
         self._orders: defaultdict[str, list[int]] = defaultdict(list)
-        self._members: set[tuple[str, int]] = set()
 
     def add(self, tool: str, order: int) -> None:
-        if (tool, order) in self._members:
-            return
-        self._members.add((tool, order))
         orders = self._orders[tool]
         if not orders or orders[-1] < order:
             orders.append(order)
-        else:
-            insort(orders, order)
+            return
+        at = bisect_left(orders, order)
+        if orders[at] != order:  # at < len(orders): orders[-1] >= order
+            orders.insert(at, order)
 
-    def pop_stale(self, tool: str, order: int) -> None:
+    def pop_stale(self, tool: str) -> None:
         self._orders[tool].pop()
-        self._members.discard((tool, order))
 
 
 class SessionSpans:
@@ -99,6 +116,9 @@ class SessionSpans:
         self.by_order: list[SpanBuilder] = []
         self.touched: set[str] = set()
         """Ids of spans changed since the caller last cleared this set."""
+        self._session_id: str | None = None
+        self._names: dict[str, str] = {}
+        """Tool names, one string object each (every event row brings its own copy)."""
         self._without_call = _OpenIndex()
         self._without_end = _OpenIndex()
 
@@ -126,8 +146,8 @@ class SessionSpans:
         span = self.spans.get(span_id)
         if span is None:
             span = self._open(span_id, event, tool)
-        span.tool = tool
-        span.tool_call_id = event.tool_call_id
+        span.tool = self._name(tool)
+        span.tool_call_id = _same_or(span.span_id, event.tool_call_id)
         span.call_start_ms = event.ts_ms
         span.call_start_exact = event.ts_exact
         self._take_usage(span, event)
@@ -163,9 +183,9 @@ class SessionSpans:
         if span is None:
             span = self._open(span_id, event, tool)
         if span.tool is None:
-            span.tool = tool
+            span.tool = self._name(tool)
         if span.tool_call_id is None:
-            span.tool_call_id = event.tool_call_id
+            span.tool_call_id = _same_or(span.span_id, event.tool_call_id)
         _add_paths(span, payload.paths())
         if kind == "pre":
             span.hook_start_ms = event.ts_ms
@@ -176,16 +196,25 @@ class SessionSpans:
         self.touched.add(span_id)
 
     def _open(self, span_id: str, event: Event, tool: str | None) -> SpanBuilder:
+        session_id = self._session_id
+        if session_id != event.session_id:  # the first span (a session's events all agree)
+            session_id = self._session_id = event.session_id
         span = SpanBuilder(
             span_id=span_id,
-            session_id=event.session_id,
+            session_id=session_id,
             order=len(self.by_order),
-            tool=tool,
-            tool_call_id=event.tool_call_id,
+            tool=self._name(tool),
+            tool_call_id=_same_or(span_id, event.tool_call_id),
         )
         self.spans[span_id] = span
         self.by_order.append(span)
         return span
+
+    def _name(self, tool: str | None) -> str | None:
+        """The session's one string object for this tool name."""
+        if tool is None:
+            return None
+        return self._names.setdefault(tool, tool)
 
     @staticmethod
     def _take_usage(span: SpanBuilder, event: Event) -> None:
@@ -237,14 +266,22 @@ class SessionSpans:
             span = self.by_order[orders[-1]]
             if span.tool == tool and still_open(span):
                 return span
-            index.pop_stale(tool, span.order)
+            index.pop_stale(tool)
         return None
+
+
+def _same_or(known: str, value: str | None) -> str | None:
+    """`value`, as the string object `known` when they are equal (it is kept once)."""
+    return known if value == known else value
 
 
 def _add_paths(span: SpanBuilder, found: list[str]) -> None:
     if not found:
         return
-    if span.paths is None:
-        span.paths = set(found)
-    else:
-        span.paths.update(found)
+    paths = span.paths
+    if paths is None:
+        span.paths = tuple(sorted(set(found)))
+        return
+    merged = set(paths).union(found)
+    if len(merged) != len(paths):
+        span.paths = tuple(sorted(merged))

@@ -16,13 +16,17 @@ Fenwick entries they would contribute, are taken as they are.
 
 Exact ties of (start, end) are ordered by creation (the reference leaves them
 to a hash map's iteration order); see DESIGN.md.
+
+The tree's state per span (parent, depth, totals, children, the interval it
+was placed by) is kept in the `SpanBuilder` itself, not in dicts by span id:
+the daemon keeps a tree for every cached session, and those dicts were a
+fifth of its memory. So a set of spans belongs to at most one `SpanTree`.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from itertools import islice
 
 from spanwatch.engine.builder import SpanBuilder
@@ -32,26 +36,21 @@ _NO_START = 2**64  # sorts after every real start, as u64::MAX does in the refer
 _I64 = 2**64
 
 SortKey = tuple[int, int, int]
-_UNSEEN = (-1, -1)  # no real interval: timestamps are never negative
-
-
-@dataclass(slots=True)
-class TreeNode:
-    """A span's place in the tree and its subtree totals."""
-
-    parent: SpanBuilder | None = None
-    depth: int = 0
-    subtree_cost_usd_e6: int | None = None
-    subtree_token_count: int | None = None
-    children: set[str] | None = None
-    """Ids of the child spans; None for a leaf (most spans), which saves a set each."""
+_UNSEEN = -1  # `seen_start_ms` of a span not placed yet: timestamps are never negative
 
 
 def sort_key(span: SpanBuilder) -> SortKey:
     """The reference's order: start ASC, end DESC; then creation order."""
-    start = span.start_ms
-    end = span.end_ms
-    return (_NO_START if start is None else start, 0 if end is None else -end, span.order)
+    return _key(span.start_ms, span.end_ms, span.order)
+
+
+def _placed_key(span: SpanBuilder) -> SortKey:
+    """`sort_key` as of when the tree last placed the span (what `ordered` is sorted by)."""
+    return _key(span.seen_start_ms, span.seen_end_ms, span.order)
+
+
+def _key(start: int | None, end: int | None, order: int) -> SortKey:
+    return (_NO_START if start is None else start, 0 if end is None else -end, order)
 
 
 class SpanTree:
@@ -59,11 +58,8 @@ class SpanTree:
 
     def __init__(self) -> None:
         self.ordered: list[SpanBuilder] = []
-        self.nodes: dict[str, TreeNode] = {}
+        """Every span placed so far, sorted by the interval it was placed by."""
         self._spans: Mapping[str, SpanBuilder] = {}
-        self._order_keys: list[SortKey] = []  # sort keys of `ordered`, as sorted
-        self._keys: dict[str, SortKey] = {}
-        self._bounds: dict[str, tuple[int | None, int | None]] = {}
 
     def update(self, spans: Mapping[str, SpanBuilder], touched: Iterable[str]) -> set[str]:
         """Bring the tree up to date after the `touched` spans changed or appeared.
@@ -74,39 +70,36 @@ class SpanTree:
         """
         self._spans = spans
         changed = set(touched)
-        nodes = self.nodes
         new_spans: list[SpanBuilder] = []
-        if len(spans) != len(nodes):
-            new_spans = list(islice(spans.values(), len(nodes), None))
-            for span in new_spans:
-                nodes[span.span_id] = TreeNode()
-                changed.add(span.span_id)
-        keys = self._keys
+        placed = len(self.ordered)
+        if len(spans) != placed:
+            new_spans = list(islice(spans.values(), placed, None))
+            changed.update(span.span_id for span in new_spans)
         moved_from: SortKey | None = None
-        bounds = self._bounds
+        replaced: list[SpanBuilder] = []
         for span_id in changed:
             span = spans[span_id]
-            interval = (span.start_ms, span.end_ms)
-            if bounds.get(span_id, _UNSEEN) == interval:
-                continue
+            begins, ends = span.start_ms, span.end_ms
             # Compared as intervals, not sort keys: a missing end sorts like an
             # end at 0, but completing a span changes who can be its parent.
-            bounds[span_id] = interval
-            new = sort_key(span)
-            old = keys.get(span_id)
-            keys[span_id] = new
-            first = new if old is None or new < old else old
+            if span.seen_start_ms == begins and span.seen_end_ms == ends:
+                continue
+            replaced.append(span)
+            first = _key(begins, ends, span.order)
+            if span.seen_start_ms != _UNSEEN:
+                first = min(first, _placed_key(span))
             if moved_from is None or first < moved_from:
                 moved_from = first
         moved: dict[str, SpanBuilder | None] = {}
         if moved_from is not None:
             # Spans sorted before `moved_from` kept their keys and their order;
             # only the rest (with the new spans) is sorted again.
-            start = bisect_left(self._order_keys, moved_from)
+            start = bisect_left(self.ordered, moved_from, key=_placed_key)
+            for span in replaced:
+                span.seen_start_ms, span.seen_end_ms = span.start_ms, span.end_ms
             suffix = self.ordered[start:] + new_spans
-            suffix.sort(key=lambda span: keys[span.span_id])
+            suffix.sort(key=_placed_key)
             self.ordered[start:] = suffix
-            self._order_keys[start:] = [keys[span.span_id] for span in suffix]
             moved = self._assign_parents(start)
             changed |= moved.keys()
         changed |= self._roll_up(changed, moved)
@@ -126,8 +119,7 @@ class SpanTree:
         spans = self.ordered if span_ids is None else [self._spans[i] for i in span_ids]
         out = []
         for span in spans:
-            node = self.nodes[span.span_id]
-            parent = node.parent
+            parent = span.parent
             if parent is None:
                 parent_id = None
             else:
@@ -137,9 +129,9 @@ class SpanTree:
                     span,
                     span_id=span.span_id if stored_id is None else stored_id(span),
                     parent_span_id=parent_id,
-                    depth=node.depth,
-                    subtree_cost_usd_e6=node.subtree_cost_usd_e6,
-                    subtree_token_count=node.subtree_token_count,
+                    depth=span.depth,
+                    subtree_cost_usd_e6=span.subtree_cost_usd_e6,
+                    subtree_token_count=span.subtree_token_count,
                 )
             )
         return out
@@ -150,7 +142,6 @@ class SpanTree:
         Returns the spans whose parent or depth changed, with their old parent.
         """
         ordered = self.ordered
-        nodes = self.nodes
         moved: dict[str, SpanBuilder | None] = {}
         if start >= len(ordered):
             return moved
@@ -162,10 +153,9 @@ class SpanTree:
             if s is not None and e is not None:
                 suffix.append((i, span, s, e))
                 continue
-            node = nodes[span.span_id]
-            if node.parent is not None or node.depth:
-                moved.setdefault(span.span_id, node.parent)
-                self._set_parent(span.span_id, node, None, 0)
+            if span.parent is not None or span.depth:
+                moved.setdefault(span.span_id, span.parent)
+                _set_parent(span, None, 0)
         if not suffix:
             return moved
         # An earlier span contains a later one exactly when it ends no earlier (it
@@ -196,7 +186,7 @@ class SpanTree:
                 r += r & -r
 
         for position, span, end in active:
-            insert(position, end, nodes[span.span_id].depth)
+            insert(position, end, span.depth)
         for position, span, _start, end in suffix:
             found = -1
             r = rank_of[end]
@@ -204,32 +194,16 @@ class SpanTree:
                 if best[r] > found:
                     found = best[r]
                 r &= r - 1
-            node = nodes[span.span_id]
             if found >= 0:
                 parent: SpanBuilder | None = ordered[width - 1 - found % width]
                 depth = found // width + 1
             else:
                 parent, depth = None, 0
-            if parent is not node.parent or depth != node.depth:
-                moved.setdefault(span.span_id, node.parent)
-                self._set_parent(span.span_id, node, parent, depth)
+            if parent is not span.parent or depth != span.depth:
+                moved.setdefault(span.span_id, span.parent)
+                _set_parent(span, parent, depth)
             insert(position, end, depth)
         return moved
-
-    def _set_parent(
-        self, span_id: str, node: TreeNode, parent: SpanBuilder | None, depth: int
-    ) -> None:
-        if node.parent is not None:
-            siblings = self.nodes[node.parent.span_id].children
-            if siblings is not None:
-                siblings.discard(span_id)
-        if parent is not None:
-            parent_node = self.nodes[parent.span_id]
-            if parent_node.children is None:
-                parent_node.children = {span_id}
-            else:
-                parent_node.children.add(span_id)
-        node.parent, node.depth = parent, depth
 
     def _roll_up(self, changed: set[str], moved: dict[str, SpanBuilder | None]) -> set[str]:
         """Subtree cost and tokens, as `compute_subtree_costs` sums them; the ids that changed.
@@ -241,7 +215,7 @@ class SpanTree:
         Token sums are exact integers (DESIGN.md); cost sums wrap to i64 as the
         reference's release build does.
         """
-        nodes = self.nodes
+        spans = self._spans
         seeds = set(changed)
         seeds.update(old.span_id for old in moved.values() if old is not None)
         dirty: set[str] = set()
@@ -249,28 +223,37 @@ class SpanTree:
             span_id: str | None = seed
             while span_id is not None and span_id not in dirty:
                 dirty.add(span_id)
-                parent = nodes[span_id].parent
+                parent = spans[span_id].parent
                 span_id = None if parent is None else parent.span_id
-        spans = self._spans
         totals_changed: set[str] = set()
-        for span_id in sorted(dirty, key=lambda i: nodes[i].depth, reverse=True):
+        for span_id in sorted(dirty, key=lambda i: spans[i].depth, reverse=True):
             span = spans[span_id]
-            node = nodes[span_id]
             cost = span.cost_usd_e6
             tokens = None if span.tokens_in is None else span.tokens_in + (span.tokens_out or 0)
-            for child_id in node.children or ():
-                child = nodes[child_id]
+            for child in span.children or ():
                 if child.subtree_cost_usd_e6 is not None:
                     cost = (cost or 0) + child.subtree_cost_usd_e6
                 if child.subtree_token_count is not None:
                     tokens = (tokens or 0) + child.subtree_token_count
             if cost is not None:
                 cost = _wrap_i64(cost)
-            if node.subtree_cost_usd_e6 != cost or node.subtree_token_count != tokens:
-                node.subtree_cost_usd_e6 = cost
-                node.subtree_token_count = tokens
+            if span.subtree_cost_usd_e6 != cost or span.subtree_token_count != tokens:
+                span.subtree_cost_usd_e6 = cost
+                span.subtree_token_count = tokens
                 totals_changed.add(span_id)
         return totals_changed
+
+
+def _set_parent(span: SpanBuilder, parent: SpanBuilder | None, depth: int) -> None:
+    old = span.parent
+    if old is not None and old.children is not None:
+        old.children.discard(span)
+    if parent is not None:
+        if parent.children is None:
+            parent.children = {span}
+        else:
+            parent.children.add(span)
+    span.parent, span.depth = parent, depth
 
 
 def _wrap_i64(value: int) -> int:

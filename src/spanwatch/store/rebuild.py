@@ -306,6 +306,8 @@ class Rebuilder:
             result.wrote = True
         if self.cache_sessions > 0:
             diff.apply_to(state.stored)
+            if result.mode == "full":
+                state.stored = _keyed_by_span_ids(state.stored, state.spans.spans)
             self._cache[session_id] = state
             self._cached_spans += len(state.spans.spans)
             while self._cache and (
@@ -665,6 +667,26 @@ def _claimed_elsewhere(
     found = sorted((span_id, owner) for span_id, owner in owners.items() if owner != session_id)
     owned_elsewhere.update(found)
     return found
+
+
+def _keyed_by_span_ids(
+    stored: dict[str, span_rows.Fingerprint], spans: Iterable[str]
+) -> dict[str, span_rows.Fingerprint]:
+    """`stored` again, keyed by the engine's own span id strings where they are equal.
+
+    Stored rows read from the table bring a copy of every span id (about 80
+    bytes each); a cached session keeps one. Ids of no span (a namespaced id,
+    a row to delete) keep their own.
+    """
+    out: dict[str, span_rows.Fingerprint] = {}
+    for span_id in spans:
+        found = stored.get(span_id)
+        if found is not None:
+            out[span_id] = found
+    if len(out) != len(stored):
+        for span_id, found in stored.items():
+            out.setdefault(span_id, found)
+    return out
 
 
 def _stored_id_for(

@@ -140,6 +140,10 @@ class SpanTree:
         """Re-parent the spans from sorted position `start` on.
 
         Returns the spans whose parent or depth changed, with their old parent.
+        Every span is placed by its current interval by now, so the interval is
+        read from `seen_start_ms` and `seen_end_ms`: plain attributes, where
+        `start_ms` and `end_ms` are properties (the scan of the earlier spans
+        below reads them for every span of the session).
         """
         ordered = self.ordered
         moved: dict[str, SpanBuilder | None] = {}
@@ -149,7 +153,7 @@ class SpanTree:
         suffix = []
         for i in range(start, len(ordered)):
             span = ordered[i]
-            s, e = span.start_ms, span.end_ms
+            s, e = span.seen_start_ms, span.seen_end_ms
             if s is not None and e is not None:
                 suffix.append((i, span, s, e))
                 continue
@@ -167,8 +171,8 @@ class SpanTree:
         active = [
             (i, span, e)
             for i in range(start)
-            if (span := ordered[i]).start_ms is not None
-            and (e := span.end_ms) is not None
+            if (span := ordered[i]).seen_start_ms is not None
+            and (e := span.seen_end_ms) is not None
             and e >= lowest_end
         ]
         ends = sorted({e for _, _, e in active} | {e for _, _, _, e in suffix}, reverse=True)
@@ -247,12 +251,12 @@ class SpanTree:
 def _set_parent(span: SpanBuilder, parent: SpanBuilder | None, depth: int) -> None:
     old = span.parent
     if old is not None and old.children is not None:
-        old.children.discard(span)
+        old.children.remove(span)  # it is there: children lists follow `parent`
     if parent is not None:
         if parent.children is None:
-            parent.children = {span}
+            parent.children = [span]
         else:
-            parent.children.add(span)
+            parent.children.append(span)
     span.parent, span.depth = parent, depth
 
 

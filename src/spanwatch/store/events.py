@@ -88,6 +88,11 @@ def load_session_rows(
     return rows
 
 
+def _key_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A `row_keys` row's place in load order: (ts_ms, seq, id)."""
+    return (key[1], key[2], key[0])
+
+
 class RowsChanged(Exception):
     """A row read in an earlier snapshot was gone or different in a later one."""
 
@@ -113,12 +118,17 @@ def session_rows_in_parts(
     that cannot be sorted (their ts_ms or seq is not an integer) are skipped
     anyway; they come last.
     """
-    sortable = sorted(
-        (ts, seq, row_id) for row_id, ts, seq in keys if type(ts) is int and type(seq) is int
-    )
-    order = [row_id for _, _, row_id in sortable]
+    # Nothing here outlives the sort but the ids in order and `keys`' own tuples:
+    # a 50,000-row session's keys are 8 MB, and copies of them cost as much again.
+    order = [
+        key[0]
+        for key in sorted(
+            (key for key in keys if type(key[1]) is int and type(key[2]) is int),
+            key=_key_order,
+        )
+    ]
     order += [row_id for row_id, ts, seq in keys if not (type(ts) is int and type(seq) is int)]
-    expected = {row_id: (ts, seq) for row_id, ts, seq in keys}
+    expected = {key[0]: key for key in keys}
     for start in range(0, len(order), part_rows):
         ids = order[start : start + part_rows]
         marks = ", ".join("?" * len(ids))
@@ -129,7 +139,7 @@ def session_rows_in_parts(
         by_id = {row[0]: row for row in fetched}
         # Columns 1 to 3 of the select list: session_id, seq, ts_ms.
         if len(by_id) != len(ids) or any(
-            row[1] != session_id or (row[3], row[2]) != expected[row[0]] for row in fetched
+            row[1] != session_id or (row[0], row[3], row[2]) != expected[row[0]] for row in fetched
         ):
             raise RowsChanged(session_id)
         yield convert_rows(by_id[row_id] for row_id in ids)

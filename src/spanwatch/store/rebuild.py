@@ -61,8 +61,11 @@ MAX_CACHED_SPANS = 150_000
 
 #: Events fed between two calls of `read_in_full`'s `pace` (a millisecond or two).
 PACE_EVENTS = 32
-#: Rows `read_in_full` reads (and feeds) at a time from a long session.
-READ_PART_ROWS = 2000
+#: Rows `read_in_full` reads (and feeds) at a time from a long session. Each
+#: part's rows, events and parsed payloads are in memory at once (about 2 MB for
+#: 500; 2000 rows raised the daemon's peak by some 10 MB), and the rows a part
+#: adds to the cache end up spread over memory that these held.
+READ_PART_ROWS = 500
 
 #: SQLite page cache of a one-shot rebuild: 64 MiB (a negative size is in KiB).
 REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"

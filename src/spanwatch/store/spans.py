@@ -42,7 +42,7 @@ _UPDATE_IN_PLACE = (
     + ", ".join(f"{SPAN_COLUMN_NAMES[i]} = ?" for i in _IN_PLACE)
     + " WHERE span_id = ? AND session_id = ?"
 )
-_IN_CHUNK = 500
+_IN_CHUNK = 512
 
 
 def record_row(record: SpanRecord) -> SpanRow:
@@ -178,13 +178,21 @@ def stored_paths(conn: sqlite3.Connection, span_ids: Iterable[str]) -> dict[str,
 
 
 def owners(conn: sqlite3.Connection, span_ids: Sequence[str]) -> dict[str, str]:
-    """The session that owns each of `span_ids` that is stored already."""
+    """The session that owns each of `span_ids` that is stored already.
+
+    The daemon asks this for every rebuild's new spans, a different number
+    each time, and each length of the IN list is a statement of its own in the
+    connection's statement cache (128 of them, up to tens of kB each: some MB
+    in all). The list is padded with its last id to a power of two, so a
+    handful of statements serve every length.
+    """
     out: dict[str, str] = {}
     for chunk in _chunks(list(span_ids)):
-        marks = ", ".join("?" * len(chunk))
+        padded = chunk + chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+        marks = ", ".join("?" * len(padded))
         out.update(
             conn.execute(
-                f"SELECT span_id, session_id FROM tool_spans WHERE span_id IN ({marks})", chunk
+                f"SELECT span_id, session_id FROM tool_spans WHERE span_id IN ({marks})", padded
             ).fetchall()
         )
     return out

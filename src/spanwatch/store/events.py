@@ -129,12 +129,16 @@ def session_rows_in_parts(
     ]
     order += [row_id for row_id, ts, seq in keys if not (type(ts) is int and type(seq) is int)]
     expected = {key[0]: key for key in keys}
+    # Every part's IN list is `part_rows` long (the last padded with its last id):
+    # each length is a prepared statement of its own in the connection's cache,
+    # some 100 kB for 500 ids, and every session's last part had another one.
+    marks = ", ".join("?" * part_rows)
     for start in range(0, len(order), part_rows):
         ids = order[start : start + part_rows]
-        marks = ", ".join("?" * len(ids))
+        params = (*ids, *ids[-1:] * (part_rows - len(ids)))
         with read_snapshot(conn):
             fetched = fetch_all(
-                conn, f"SELECT {shape.select_list} FROM events WHERE id IN ({marks})", tuple(ids)
+                conn, f"SELECT {shape.select_list} FROM events WHERE id IN ({marks})", params
             )
         by_id = {row[0]: row for row in fetched}
         # Columns 1 to 3 of the select list: session_id, seq, ts_ms.

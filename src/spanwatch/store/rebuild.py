@@ -53,7 +53,7 @@ ROWID_SCAN_WINDOW = 20_000
 ROWID_SCAN_COST = 4
 
 #: At most this many spans are kept in memory across cached sessions (about
-#: 2 KB each in Python objects, with their stored rows' fingerprints), whatever
+#: 750 bytes each in Python objects, with their stored rows' fingerprints), whatever
 #: `cache_sessions` allows. Generous on purpose: evicting a long session costs
 #: a full read of it on its next change (seconds of CPU for 50,000 events; the
 #: daemon does it on a thread of its own, but that session waits for it).

@@ -40,6 +40,11 @@ from spanwatch.store.schema import EventsShape
 #: The longest a write waits for the reading thread to pause (it takes a few ms).
 PARK_TIMEOUT_S = 0.05
 
+#: The reading connection's page cache: 256 KiB, not SQLite's 2 MiB. A long
+#: read visits each page of its rows once, so a bigger cache only holds pages
+#: that are not read again (a 50,000-event read took the same CPU time).
+READER_CACHE_PRAGMA = "PRAGMA cache_size = -256"
+
 
 class LongReads:
     """One reading thread and its connection to the store at `path`."""
@@ -127,6 +132,7 @@ class LongReads:
                 if file_identity(self.path) != self.identity:
                     conn.close()
                     raise StoreError(f"{self.path} was replaced, moved or deleted")
+                conn.execute(READER_CACHE_PRAGMA)
                 self._conn = conn
             return read_in_full(self._conn, self.shape, session_id, pace=self._pace)
         finally:

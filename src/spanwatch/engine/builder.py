@@ -19,7 +19,7 @@ instead of reading the whole session again.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,7 +38,13 @@ from spanwatch.engine.payload import (
 
 @dataclass(slots=True, eq=False)
 class SpanBuilder:
-    """A span being built: the reference's `SpanBuilder`, minus the tree fields."""
+    """A span being built: the reference's `SpanBuilder`, with its place in the tree.
+
+    The tree fields (from `parent` on) belong to the one `SpanTree` that is
+    kept over the session's spans; they live here rather than in the tree's
+    own dicts because the daemon keeps these objects for every cached span,
+    and each dict entry keyed by span id cost about 100 bytes a span.
+    """
 
     span_id: str
     session_id: str
@@ -56,10 +62,22 @@ class SpanBuilder:
     tokens_out: int | None = None
     reasoning_tokens: int | None = None
     cost_usd_e6: int | None = None
-    paths: set[str] | None = None
-    """None until the first path: most spans have none, and an empty set costs 216 bytes."""
+    paths: tuple[str, ...] | None = None
+    """Sorted and distinct; None until the first path. A tuple, not a set: a set of
+    one path costs 216 bytes, a tuple 48, and most spans have one or two."""
     has_call: bool = False
     has_end: bool = False
+    # The tree fields, kept by `SpanTree`:
+    parent: SpanBuilder | None = None
+    depth: int = 0
+    subtree_cost_usd_e6: int | None = None
+    subtree_token_count: int | None = None
+    children: list[SpanBuilder] | None = None
+    """None for a leaf (most spans). A list, not a set: a span has a handful of
+    children, a set of one costs 216 bytes and a list 64."""
+    seen_start_ms: int | None = -1
+    seen_end_ms: int | None = -1
+    """The interval the tree last placed the span by (-1: not placed yet)."""
 
     @property
     def start_ms(self) -> int | None:
@@ -74,41 +92,40 @@ class _OpenIndex:
     """For each tool, the spans that may still match a lookup, by open order.
 
     Entries go stale when a span stops matching; `latest` pops stale entries
-    off the top, so each entry is popped at most once per insertion.
+    off the top, so each entry is popped at most once per insertion. Each
+    order is listed at most once per tool: membership is looked up in the
+    sorted list itself (a set of (tool, order) beside it cost about 80 bytes
+    a span, kept for as long as the daemon caches the session).
     """
 
-    __slots__ = ("_members", "_orders")
+    __slots__ = ("_orders",)
 
     def __init__(self) -> None:
         self._orders: defaultdict[str, list[int]] = defaultdict(list)
-        self._members: set[tuple[str, int]] = set()
 
     def add(self, tool: str, order: int) -> bool:
         """Add an entry; False if it was there already."""
-        if (tool, order) in self._members:
-            return False
-        self._members.add((tool, order))
         orders = self._orders[tool]
         if not orders or orders[-1] < order:
             orders.append(order)
-        else:
-            insort(orders, order)
+            return True
+        at = bisect_left(orders, order)
+        if orders[at] == order:  # at < len(orders): orders[-1] >= order
+            return False
+        orders.insert(at, order)
         return True
 
-    def pop_stale(self, tool: str, order: int) -> None:
+    def pop_stale(self, tool: str) -> None:
         self._orders[tool].pop()
-        self._members.discard((tool, order))
 
     def remove(self, tool: str, order: int) -> None:
         """Undo `add`."""
         orders = self._orders[tool]
         del orders[bisect_left(orders, order)]
-        self._members.discard((tool, order))
 
     def push_back(self, tool: str, order: int) -> None:
         """Undo `pop_stale` (the entry was the tool's newest)."""
         self._orders[tool].append(order)
-        self._members.add((tool, order))
 
 
 #: The fields of a SpanBuilder that feeding changes.
@@ -117,7 +134,6 @@ _STATE_FIELDS = (
     "call_start_exact", "result_end_exact", "tokens_in", "tokens_out", "reasoning_tokens",
     "cost_usd_e6", "paths", "has_call", "has_end",
 )  # fmt: skip
-_PATHS = _STATE_FIELDS.index("paths")
 _state_of = attrgetter(*_STATE_FIELDS)
 
 #: One step of an event's undo: ("open", span) | ("state", span, fields) |
@@ -142,6 +158,10 @@ class SessionSpans:
         self.by_order: list[SpanBuilder] = []
         self.touched: set[str] = set()
         """Ids of spans changed since the caller last cleared this set."""
+        self._session_id: str | None = None
+        self._strings: dict[str, str] = {}
+        """Tool names and paths, one string object each: every event brings its own
+        copy, and a session names the same few tools and files over and over."""
         self._without_call = _OpenIndex()
         self._without_end = _OpenIndex()
         self._journal_events = journal_events
@@ -185,16 +205,16 @@ class SessionSpans:
         found.reverse()
         return found
 
-    def rewind(self, position: Position) -> list[str]:
+    def rewind(self, position: Position) -> list[SpanBuilder]:
         """Undo every event fed after `position`, as if they had never been fed.
 
         Check `can_rewind` first. The caller then feeds those events again,
-        with whatever sorts among them, in load order. Returns the ids of the
-        spans removed (those the undone events opened); the spans changed back
-        are added to `touched`.
+        with whatever sorts among them, in load order. Returns the spans
+        removed (those the undone events opened: a tree over them must
+        `forget` them); the spans changed back are added to `touched`.
         """
         journal = self._journal
-        removed: list[str] = []
+        removed: list[SpanBuilder] = []
         while journal and journal[-1][0] > position:
             for step in reversed(journal.pop()[1]):
                 what = step[0]
@@ -206,21 +226,18 @@ class SessionSpans:
                 elif what == "open":
                     span = self.by_order.pop()
                     del self.spans[span.span_id]
-                    removed.append(span.span_id)
+                    removed.append(span)
                 elif what == "add":
                     step[1].remove(step[2], step[3])
                 else:
                     step[1].push_back(step[2], step[3])
-        self.touched.difference_update(removed)
+        self.touched.difference_update(span.span_id for span in removed)
         return removed
 
     def _save(self, span: SpanBuilder) -> None:
         """Journal the span's state before this event changes it."""
-        if self._undo is not None:
-            state = _state_of(span)
-            if state[_PATHS] is not None:
-                state = (*state[:_PATHS], set(state[_PATHS]), *state[_PATHS + 1 :])
-            self._undo.append(("state", span, state))
+        if self._undo is not None:  # paths are a tuple: the state can be kept as it is
+            self._undo.append(("state", span, _state_of(span)))
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -239,12 +256,12 @@ class SessionSpans:
             span = self._open(span_id, event, tool)
         else:
             self._save(span)
-        span.tool = tool
-        span.tool_call_id = event.tool_call_id
+        span.tool = self._shared(tool)
+        span.tool_call_id = _same_or(span.span_id, event.tool_call_id)
         span.call_start_ms = event.ts_ms
         span.call_start_exact = event.ts_exact
         self._take_usage(span, event)
-        _add_paths(span, payload_paths(event.payload))
+        self._add_paths(span, payload_paths(event.payload))
         span.has_call = True
         self._index(span)
         self.touched.add(span_id)
@@ -257,7 +274,7 @@ class SessionSpans:
         span.result_end_ms = event.ts_ms
         span.result_end_exact = event.ts_exact
         self._take_usage(span, event)
-        _add_paths(span, payload_paths(event.payload))
+        self._add_paths(span, payload_paths(event.payload))
         span.has_end = True
         self.touched.add(span.span_id)
 
@@ -280,10 +297,10 @@ class SessionSpans:
         else:
             self._save(span)
         if span.tool is None:
-            span.tool = tool
+            span.tool = self._shared(tool)
         if span.tool_call_id is None:
-            span.tool_call_id = event.tool_call_id
-        _add_paths(span, payload.paths())
+            span.tool_call_id = _same_or(span.span_id, event.tool_call_id)
+        self._add_paths(span, payload.paths())
         if kind == "pre":
             span.hook_start_ms = event.ts_ms
         else:
@@ -294,18 +311,40 @@ class SessionSpans:
         return True
 
     def _open(self, span_id: str, event: Event, tool: str | None) -> SpanBuilder:
+        session_id = self._session_id
+        if session_id != event.session_id:  # the first span (a session's events all agree)
+            session_id = self._session_id = event.session_id
         span = SpanBuilder(
             span_id=span_id,
-            session_id=event.session_id,
+            session_id=session_id,
             order=len(self.by_order),
-            tool=tool,
-            tool_call_id=event.tool_call_id,
+            tool=self._shared(tool),
+            tool_call_id=_same_or(span_id, event.tool_call_id),
         )
         self.spans[span_id] = span
         self.by_order.append(span)
         if self._undo is not None:
             self._undo.append(("open", span))
         return span
+
+    def _shared(self, text: str | None) -> str | None:
+        """The session's one string object equal to `text`."""
+        if text is None:
+            return None
+        return self._strings.setdefault(text, text)
+
+    def _add_paths(self, span: SpanBuilder, found: list[str]) -> None:
+        if not found:
+            return
+        paths = span.paths
+        if paths is None:
+            strings = self._strings
+            span.paths = tuple(sorted({strings.setdefault(path, path) for path in found}))
+            return
+        merged = set(paths).union(found)
+        if len(merged) != len(paths):
+            strings = self._strings
+            span.paths = tuple(sorted(strings.setdefault(path, path) for path in merged))
 
     @staticmethod
     def _take_usage(span: SpanBuilder, event: Event) -> None:
@@ -359,16 +398,12 @@ class SessionSpans:
             span = self.by_order[orders[-1]]
             if span.tool == tool and still_open(span):
                 return span
-            index.pop_stale(tool, span.order)
+            index.pop_stale(tool)
             if self._undo is not None:
                 self._undo.append(("pop", index, tool, span.order))
         return None
 
 
-def _add_paths(span: SpanBuilder, found: list[str]) -> None:
-    if not found:
-        return
-    if span.paths is None:
-        span.paths = set(found)
-    else:
-        span.paths.update(found)
+def _same_or(known: str, value: str | None) -> str | None:
+    """`value`, as the string object `known` when they are equal (it is kept once)."""
+    return known if value == known else value

@@ -80,7 +80,7 @@ def make_record(
         tokens_out=span.tokens_out,
         reasoning_tokens=span.reasoning_tokens,
         cost_usd_e6=span.cost_usd_e6,
-        paths=tuple(sorted(span.paths)) if span.paths else (),
+        paths=span.paths or (),
         parent_span_id=parent_span_id,
         depth=depth,
         subtree_cost_usd_e6=subtree_cost_usd_e6,

@@ -16,13 +16,17 @@ Fenwick entries they would contribute, are taken as they are.
 
 Exact ties of (start, end) are ordered by creation (the reference leaves them
 to a hash map's iteration order); see DESIGN.md.
+
+The tree's state per span (parent, depth, totals, children, the interval it
+was placed by) is kept in the `SpanBuilder` itself, not in dicts by span id:
+the daemon keeps a tree for every cached session, and those dicts were a
+fifth of its memory. So a set of spans belongs to at most one `SpanTree`.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from itertools import islice
 
 from spanwatch.engine.builder import SpanBuilder
@@ -32,26 +36,36 @@ _NO_START = 2**64  # sorts after every real start, as u64::MAX does in the refer
 _I64 = 2**64
 
 SortKey = tuple[int, int, int]
-_UNSEEN = (-1, -1)  # no real interval: timestamps are never negative
-
-
-@dataclass(slots=True)
-class TreeNode:
-    """A span's place in the tree and its subtree totals."""
-
-    parent: SpanBuilder | None = None
-    depth: int = 0
-    subtree_cost_usd_e6: int | None = None
-    subtree_token_count: int | None = None
-    children: set[str] | None = None
-    """Ids of the child spans; None for a leaf (most spans), which saves a set each."""
+_UNSEEN = -1  # `seen_start_ms` of a span not placed yet: timestamps are never negative
 
 
 def sort_key(span: SpanBuilder) -> SortKey:
     """The reference's order: start ASC, end DESC; then creation order."""
-    start = span.start_ms
-    end = span.end_ms
-    return (_NO_START if start is None else start, 0 if end is None else -end, span.order)
+    return _key(span.start_ms, span.end_ms, span.order)
+
+
+def _placed_key(span: SpanBuilder) -> SortKey:
+    """`sort_key` as of when the tree last placed the span (what `ordered` is sorted by)."""
+    return _key(span.seen_start_ms, span.seen_end_ms, span.order)
+
+
+def _end_key(span: SpanBuilder) -> tuple[int, int]:
+    """What `SpanTree._by_end` is sorted by: the placed end, then creation order."""
+    end = span.seen_end_ms
+    return (-1 if end is None else end, span.order)  # complete spans only: never -1
+
+
+def _is_complete(span: SpanBuilder) -> bool:
+    """Placed with a start and an end: the only spans that can be or have a parent."""
+    return (
+        span.seen_start_ms != _UNSEEN
+        and span.seen_start_ms is not None
+        and (span.seen_end_ms is not None)
+    )
+
+
+def _key(start: int | None, end: int | None, order: int) -> SortKey:
+    return (_NO_START if start is None else start, 0 if end is None else -end, order)
 
 
 class SpanTree:
@@ -59,17 +73,15 @@ class SpanTree:
 
     def __init__(self) -> None:
         self.ordered: list[SpanBuilder] = []
-        self.nodes: dict[str, TreeNode] = {}
+        """Every span placed so far, sorted by the interval it was placed by."""
         self._spans: Mapping[str, SpanBuilder] = {}
-        self._order_keys: list[SortKey] = []  # sort keys of `ordered`, as sorted
-        self._keys: dict[str, SortKey] = {}
-        self._bounds: dict[str, tuple[int | None, int | None]] = {}
-        self._by_end: list[tuple[int, int, SpanBuilder]] = []
-        """Complete spans by (end, creation order): the candidate parents of a
-        re-parented suffix are those ending late enough, found without a scan."""
+        self._by_end: list[SpanBuilder] = []
+        """The complete placed spans by end (`_end_key`): the candidate parents of
+        a re-parented suffix are those ending late enough, found without a scan
+        of every earlier span (8 bytes a span)."""
         self._resort_from: SortKey | None = None
         self._resum: set[str] = set()
-        """Where spans were forgotten: re-parent from there, re-sum their parents."""
+        """Left by `forget`: where to re-parent from, and whose totals to sum again."""
 
     def update(self, spans: Mapping[str, SpanBuilder], touched: Iterable[str]) -> set[str]:
         """Bring the tree up to date after the `touched` spans changed or appeared.
@@ -80,74 +92,70 @@ class SpanTree:
         """
         self._spans = spans
         changed = set(touched)
-        nodes = self.nodes
         new_spans: list[SpanBuilder] = []
-        if len(spans) != len(nodes):
-            new_spans = list(islice(spans.values(), len(nodes), None))
-            for span in new_spans:
-                nodes[span.span_id] = TreeNode()
-                changed.add(span.span_id)
-        keys = self._keys
+        placed = len(self.ordered)
+        if len(spans) != placed:
+            new_spans = list(islice(spans.values(), placed, None))
+            changed.update(span.span_id for span in new_spans)
         moved_from, self._resort_from = self._resort_from, None
-        bounds = self._bounds
+        replaced: list[SpanBuilder] = []
         for span_id in changed:
             span = spans[span_id]
-            interval = (span.start_ms, span.end_ms)
-            old_interval = bounds.get(span_id, _UNSEEN)
-            if old_interval == interval:
-                continue
+            begins, ends = span.start_ms, span.end_ms
             # Compared as intervals, not sort keys: a missing end sorts like an
             # end at 0, but completing a span changes who can be its parent.
-            bounds[span_id] = interval
-            self._index_end(span, old_interval, interval)
-            new = sort_key(span)
-            old = keys.get(span_id)
-            keys[span_id] = new
-            first = new if old is None or new < old else old
+            if span.seen_start_ms == begins and span.seen_end_ms == ends:
+                continue
+            replaced.append(span)
+            first = _key(begins, ends, span.order)
+            if span.seen_start_ms != _UNSEEN:
+                first = min(first, _placed_key(span))
             if moved_from is None or first < moved_from:
                 moved_from = first
         moved: dict[str, SpanBuilder | None] = {}
         if moved_from is not None:
             # Spans sorted before `moved_from` kept their keys and their order;
             # only the rest (with the new spans) is sorted again.
-            start = bisect_left(self._order_keys, moved_from)
+            start = bisect_left(self.ordered, moved_from, key=_placed_key)
+            by_end = self._by_end
+            for span in replaced:
+                if _is_complete(span):
+                    del by_end[bisect_left(by_end, _end_key(span), key=_end_key)]
+                span.seen_start_ms, span.seen_end_ms = span.start_ms, span.end_ms
+                if _is_complete(span):
+                    insort(by_end, span, key=_end_key)
             suffix = self.ordered[start:] + new_spans
-            suffix.sort(key=lambda span: keys[span.span_id])
+            suffix.sort(key=_placed_key)
             self.ordered[start:] = suffix
-            self._order_keys[start:] = [keys[span.span_id] for span in suffix]
             moved = self._assign_parents(start)
             changed |= moved.keys()
-        resum = {span_id for span_id in self._resum if span_id in nodes}
+        resum = {span_id for span_id in self._resum if span_id in spans}
         self._resum = set()
         changed |= self._roll_up(changed | resum, moved)
         return changed
 
-    def forget(self, span_ids: Iterable[str]) -> None:
+    def forget(self, removed: Iterable[SpanBuilder]) -> None:
         """Drop spans that no longer exist: a rewind undid the events that opened them.
 
         The next `update` re-parents every span sorted after them and sums
         their parents' subtrees again. Spans of the same ids made again since
         are new spans to it.
         """
-        nodes = self.nodes
-        for span_id in span_ids:
-            key = self._keys.pop(span_id)
-            position = bisect_left(self._order_keys, key)
-            del self.ordered[position]
-            del self._order_keys[position]
-            start, end = self._bounds.pop(span_id)
-            if start is not None and end is not None:
-                del self._by_end[bisect_left(self._by_end, (end, key[2]))]
-            node = nodes.pop(span_id)
-            if node.parent is not None:
-                parent = nodes.get(node.parent.span_id)
-                if parent is not None and parent.children is not None:
-                    parent.children.discard(span_id)
-                self._resum.add(node.parent.span_id)
-            for child_id in node.children or ():
-                child = nodes.get(child_id)
-                if child is not None:
-                    child.parent = None  # re-parented by the next update
+        ordered, by_end = self.ordered, self._by_end
+        for span in removed:
+            if span.seen_start_ms == _UNSEEN:
+                continue  # never placed
+            key = _placed_key(span)
+            del ordered[bisect_left(ordered, key, key=_placed_key)]
+            if _is_complete(span):
+                del by_end[bisect_left(by_end, _end_key(span), key=_end_key)]
+            parent = span.parent
+            if parent is not None:
+                _set_parent(span, None, 0)
+                self._resum.add(parent.span_id)
+            for child in span.children or ():
+                child.parent = None  # re-parented by the next update
+            span.children = None
             if self._resort_from is None or key < self._resort_from:
                 self._resort_from = key
 
@@ -165,8 +173,7 @@ class SpanTree:
         spans = self.ordered if span_ids is None else [self._spans[i] for i in span_ids]
         out = []
         for span in spans:
-            node = self.nodes[span.span_id]
-            parent = node.parent
+            parent = span.parent
             if parent is None:
                 parent_id = None
             else:
@@ -176,35 +183,23 @@ class SpanTree:
                     span,
                     span_id=span.span_id if stored_id is None else stored_id(span),
                     parent_span_id=parent_id,
-                    depth=node.depth,
-                    subtree_cost_usd_e6=node.subtree_cost_usd_e6,
-                    subtree_token_count=node.subtree_token_count,
+                    depth=span.depth,
+                    subtree_cost_usd_e6=span.subtree_cost_usd_e6,
+                    subtree_token_count=span.subtree_token_count,
                 )
             )
         return out
-
-    def _index_end(
-        self,
-        span: SpanBuilder,
-        old: tuple[int | None, int | None],
-        new: tuple[int | None, int | None],
-    ) -> None:
-        """Move the span's entry in `_by_end` from its old interval to its new one."""
-        by_end = self._by_end
-        old_start, old_end = old
-        if old is not _UNSEEN and old_start is not None and old_end is not None:
-            del by_end[bisect_left(by_end, (old_end, span.order))]
-        new_start, new_end = new
-        if new_start is not None and new_end is not None:
-            insort(by_end, (new_end, span.order, span))
 
     def _assign_parents(self, start: int) -> dict[str, SpanBuilder | None]:
         """Re-parent the spans from sorted position `start` on.
 
         Returns the spans whose parent or depth changed, with their old parent.
+        Every span is placed by its current interval by now, so the interval is
+        read from `seen_start_ms` and `seen_end_ms`: plain attributes, where
+        `start_ms` and `end_ms` are properties (the scan of the earlier spans
+        below reads them for every span of the session).
         """
         ordered = self.ordered
-        nodes = self.nodes
         moved: dict[str, SpanBuilder | None] = {}
         if start >= len(ordered):
             return moved
@@ -212,14 +207,13 @@ class SpanTree:
         suffix = []
         for i in range(start, len(ordered)):
             span = ordered[i]
-            s, e = span.start_ms, span.end_ms
+            s, e = span.seen_start_ms, span.seen_end_ms
             if s is not None and e is not None:
                 suffix.append((i, span, s, e))
                 continue
-            node = nodes[span.span_id]
-            if node.parent is not None or node.depth:
-                moved.setdefault(span.span_id, node.parent)
-                self._set_parent(span.span_id, node, None, 0)
+            if span.parent is not None or span.depth:
+                moved.setdefault(span.span_id, span.parent)
+                _set_parent(span, None, 0)
         if not suffix:
             return moved
         # An earlier span contains a later one exactly when it ends no earlier (it
@@ -228,14 +222,12 @@ class SpanTree:
         # suffix's first start": a span whose call came after its result ends
         # before it starts, and the reference still nests it.)
         lowest_end = min(e for _, _, _, e in suffix)
-        order_keys = self._order_keys
-        boundary = order_keys[start]  # the first key of the suffix
-        keys = self._keys
+        boundary = _placed_key(ordered[start])  # the first key of the suffix
         by_end = self._by_end
         active = [
-            (bisect_left(order_keys, key, 0, start), span, e)
-            for e, _, span in by_end[bisect_left(by_end, (lowest_end,)) :]
-            if (key := keys[span.span_id]) < boundary
+            (bisect_left(ordered, key, 0, start, key=_placed_key), span, end)
+            for span in by_end[bisect_left(by_end, (lowest_end, -1), key=_end_key) :]
+            if (key := _placed_key(span)) < boundary and (end := span.seen_end_ms) is not None
         ]
         ends = sorted({e for _, _, e in active} | {e for _, _, _, e in suffix}, reverse=True)
         size = len(ends)
@@ -252,7 +244,7 @@ class SpanTree:
                 r += r & -r
 
         for position, span, end in active:
-            insert(position, end, nodes[span.span_id].depth)
+            insert(position, end, span.depth)
         for position, span, _start, end in suffix:
             found = -1
             r = rank_of[end]
@@ -260,32 +252,16 @@ class SpanTree:
                 if best[r] > found:
                     found = best[r]
                 r &= r - 1
-            node = nodes[span.span_id]
             if found >= 0:
                 parent: SpanBuilder | None = ordered[width - 1 - found % width]
                 depth = found // width + 1
             else:
                 parent, depth = None, 0
-            if parent is not node.parent or depth != node.depth:
-                moved.setdefault(span.span_id, node.parent)
-                self._set_parent(span.span_id, node, parent, depth)
+            if parent is not span.parent or depth != span.depth:
+                moved.setdefault(span.span_id, span.parent)
+                _set_parent(span, parent, depth)
             insert(position, end, depth)
         return moved
-
-    def _set_parent(
-        self, span_id: str, node: TreeNode, parent: SpanBuilder | None, depth: int
-    ) -> None:
-        if node.parent is not None:
-            siblings = self.nodes[node.parent.span_id].children
-            if siblings is not None:
-                siblings.discard(span_id)
-        if parent is not None:
-            parent_node = self.nodes[parent.span_id]
-            if parent_node.children is None:
-                parent_node.children = {span_id}
-            else:
-                parent_node.children.add(span_id)
-        node.parent, node.depth = parent, depth
 
     def _roll_up(self, changed: set[str], moved: dict[str, SpanBuilder | None]) -> set[str]:
         """Subtree cost and tokens, as `compute_subtree_costs` sums them; the ids that changed.
@@ -297,7 +273,7 @@ class SpanTree:
         Token sums are exact integers (DESIGN.md); cost sums wrap to i64 as the
         reference's release build does.
         """
-        nodes = self.nodes
+        spans = self._spans
         seeds = set(changed)
         seeds.update(old.span_id for old in moved.values() if old is not None)
         dirty: set[str] = set()
@@ -305,28 +281,37 @@ class SpanTree:
             span_id: str | None = seed
             while span_id is not None and span_id not in dirty:
                 dirty.add(span_id)
-                parent = nodes[span_id].parent
+                parent = spans[span_id].parent
                 span_id = None if parent is None else parent.span_id
-        spans = self._spans
         totals_changed: set[str] = set()
-        for span_id in sorted(dirty, key=lambda i: nodes[i].depth, reverse=True):
+        for span_id in sorted(dirty, key=lambda i: spans[i].depth, reverse=True):
             span = spans[span_id]
-            node = nodes[span_id]
             cost = span.cost_usd_e6
             tokens = None if span.tokens_in is None else span.tokens_in + (span.tokens_out or 0)
-            for child_id in node.children or ():
-                child = nodes[child_id]
+            for child in span.children or ():
                 if child.subtree_cost_usd_e6 is not None:
                     cost = (cost or 0) + child.subtree_cost_usd_e6
                 if child.subtree_token_count is not None:
                     tokens = (tokens or 0) + child.subtree_token_count
             if cost is not None:
                 cost = _wrap_i64(cost)
-            if node.subtree_cost_usd_e6 != cost or node.subtree_token_count != tokens:
-                node.subtree_cost_usd_e6 = cost
-                node.subtree_token_count = tokens
+            if span.subtree_cost_usd_e6 != cost or span.subtree_token_count != tokens:
+                span.subtree_cost_usd_e6 = cost
+                span.subtree_token_count = tokens
                 totals_changed.add(span_id)
         return totals_changed
+
+
+def _set_parent(span: SpanBuilder, parent: SpanBuilder | None, depth: int) -> None:
+    old = span.parent
+    if old is not None and old.children is not None:
+        old.children.remove(span)  # it is there: children lists follow `parent`
+    if parent is not None:
+        if parent.children is None:
+            parent.children = [span]
+        else:
+            parent.children.append(span)
+    span.parent, span.depth = parent, depth
 
 
 def _wrap_i64(value: int) -> int:

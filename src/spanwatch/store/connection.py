@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from spanwatch.store.errors import StoreBusyError, StoreError
 
@@ -24,6 +24,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: Called before each retry of a busy write with (attempt, delay in seconds).
 RetryHook = Callable[[int, float], None]
+T = TypeVar("T")
 
 
 def open_store(
@@ -128,6 +129,16 @@ def fetch_all(
         return conn.execute(sql, params).fetchall()
     finally:
         conn.text_factory = str
+
+
+def padded(values: list[T]) -> list[T]:
+    """`values` (not empty) with its last one repeated up to a power of two in all.
+
+    For an `IN (...)` list whose length varies from call to call: each length
+    is a statement of its own in the connection's statement cache (128 of
+    them, up to tens of kB each), so a handful of lengths serve every call.
+    """
+    return values + values[-1:] * ((1 << (len(values) - 1).bit_length()) - len(values))
 
 
 def has_table(conn: sqlite3.Connection, table: str) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spanwatch.engine.events import U32_MAX, Event, EventKind, EventSource
-from spanwatch.store.connection import InvalidText, fetch_all, read_snapshot
+from spanwatch.store.connection import InvalidText, fetch_all, padded, read_snapshot
 from spanwatch.store.schema import EventsShape
 
 #: Kinds whose events never touch a span: validated and counted, not kept.
@@ -101,7 +101,7 @@ def load_rows_by_seq(
     fetched: list[tuple[Any, ...]] = []
     seqs = list(wanted)
     for start in range(0, len(seqs), _IN_CHUNK):
-        chunk = seqs[start : start + _IN_CHUNK]
+        chunk = padded(seqs[start : start + _IN_CHUNK])
         marks = ", ".join("?" * len(chunk))
         fetched += fetch_all(
             conn,
@@ -115,6 +115,11 @@ def load_rows_by_seq(
         return None
     rows.events.sort(key=_load_order)
     return rows
+
+
+def _key_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A `row_keys` row's place in load order: (ts_ms, seq, id)."""
+    return (key[1], key[2], key[0])
 
 
 class RowsChanged(Exception):
@@ -142,23 +147,32 @@ def session_rows_in_parts(
     that cannot be sorted (their ts_ms or seq is not an integer) are skipped
     anyway; they come last.
     """
-    sortable = sorted(
-        (ts, seq, row_id) for row_id, ts, seq in keys if type(ts) is int and type(seq) is int
-    )
-    order = [row_id for _, _, row_id in sortable]
+    # Nothing here outlives the sort but the ids in order and `keys`' own tuples:
+    # a 50,000-row session's keys are 8 MB, and copies of them cost as much again.
+    order = [
+        key[0]
+        for key in sorted(
+            (key for key in keys if type(key[1]) is int and type(key[2]) is int),
+            key=_key_order,
+        )
+    ]
     order += [row_id for row_id, ts, seq in keys if not (type(ts) is int and type(seq) is int)]
-    expected = {row_id: (ts, seq) for row_id, ts, seq in keys}
+    expected = {key[0]: key for key in keys}
+    # Every part's IN list is `part_rows` long (the last padded with its last id):
+    # each length is a prepared statement of its own in the connection's cache,
+    # some 100 kB for 500 ids, and every session's last part had another one.
+    marks = ", ".join("?" * part_rows)
     for start in range(0, len(order), part_rows):
         ids = order[start : start + part_rows]
-        marks = ", ".join("?" * len(ids))
+        params = (*ids, *ids[-1:] * (part_rows - len(ids)))
         with read_snapshot(conn):
             fetched = fetch_all(
-                conn, f"SELECT {shape.select_list} FROM events WHERE id IN ({marks})", tuple(ids)
+                conn, f"SELECT {shape.select_list} FROM events WHERE id IN ({marks})", params
             )
         by_id = {row[0]: row for row in fetched}
         # Columns 1 to 3 of the select list: session_id, seq, ts_ms.
         if len(by_id) != len(ids) or any(
-            row[1] != session_id or (row[3], row[2]) != expected[row[0]] for row in fetched
+            row[1] != session_id or (row[0], row[3], row[2]) != expected[row[0]] for row in fetched
         ):
             raise RowsChanged(session_id)
         yield convert_rows(by_id[row_id] for row_id in ids)

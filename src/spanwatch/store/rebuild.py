@@ -54,7 +54,7 @@ ROWID_SCAN_WINDOW = 20_000
 ROWID_SCAN_COST = 4
 
 #: At most this many spans are kept in memory across cached sessions (about
-#: 2 KB each in Python objects, with their stored rows' fingerprints), whatever
+#: 750 bytes each in Python objects, with their stored rows' fingerprints), whatever
 #: `cache_sessions` allows. Generous on purpose: evicting a long session costs
 #: a full read of it on its next change (seconds of CPU for 50,000 events; the
 #: daemon does it on a thread of its own, but that session waits for it).
@@ -68,8 +68,11 @@ JOURNAL_EVENTS = 128
 
 #: Events fed between two calls of `read_in_full`'s `pace` (a millisecond or two).
 PACE_EVENTS = 32
-#: Rows `read_in_full` reads (and feeds) at a time from a long session.
-READ_PART_ROWS = 2000
+#: Rows `read_in_full` reads (and feeds) at a time from a long session. Each
+#: part's rows, events and parsed payloads are in memory at once (about 2 MB for
+#: 500; 2000 rows raised the daemon's peak by some 10 MB), and the rows a part
+#: adds to the cache end up spread over memory that these held.
+READ_PART_ROWS = 500
 
 #: SQLite page cache of a one-shot rebuild: 64 MiB (a negative size is in KiB).
 REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"
@@ -230,7 +233,7 @@ class Rebuilder:
         if flag_version is not None:
             cached = None
         rewind_to: Position | None = None
-        removed: list[str] = []
+        removed: list[SpanBuilder] = []
         with read_snapshot(self.conn):
             appended = self._read_appended(session_id, cached) if cached is not None else None
             if appended is not None:
@@ -261,7 +264,7 @@ class Rebuilder:
         return self._finish(
             state, result, rows, known=known, changed=changed,
             previous_mark=previous_mark, flag_version=flag_version,
-            gone=[i for i in removed if i not in state.spans.spans],
+            gone=[s.span_id for s in removed if s.span_id not in state.spans.spans],
         )  # fmt: skip
 
     def rebuild_read(self, read: FullRead) -> SessionResult:
@@ -335,6 +338,8 @@ class Rebuilder:
             result.wrote = True
         if self.cache_sessions > 0:
             diff.apply_to(state.stored)
+            if result.mode == "full":
+                state.stored = _keyed_by_span_ids(state.stored, state.spans.spans)
             self._cache[session_id] = state
             self._cached_spans += len(state.spans.spans)
             while self._cache and (
@@ -723,6 +728,26 @@ def _claimed_elsewhere(
     found = sorted((span_id, owner) for span_id, owner in owners.items() if owner != session_id)
     owned_elsewhere.update(found)
     return found
+
+
+def _keyed_by_span_ids(
+    stored: dict[str, span_rows.Fingerprint], spans: Iterable[str]
+) -> dict[str, span_rows.Fingerprint]:
+    """`stored` again, keyed by the engine's own span id strings where they are equal.
+
+    Stored rows read from the table bring a copy of every span id (about 80
+    bytes each); a cached session keeps one. Ids of no span (a namespaced id,
+    a row to delete) keep their own.
+    """
+    out: dict[str, span_rows.Fingerprint] = {}
+    for span_id in spans:
+        found = stored.get(span_id)
+        if found is not None:
+            out[span_id] = found
+    if len(out) != len(stored):
+        for span_id, found in stored.items():
+            out.setdefault(span_id, found)
+    return out
 
 
 def _stored_id_for(

@@ -63,8 +63,9 @@ MAX_CACHED_SPANS = 150_000
 #: Events a cached session's engine can undo, to take in a row that arrives
 #: after rows that sort later (the transcript tail commits after the hooks):
 #: without it, such a row means reading the whole session again. A row later
-#: than this many tool events is rare; it still gets the full read.
-JOURNAL_EVENTS = 128
+#: than this many tool events is rare (a tail held up for seconds); it still
+#: gets the full read. About 420 bytes an event: 27 KB a cached session.
+JOURNAL_EVENTS = 64
 
 #: Events fed between two calls of `read_in_full`'s `pace` (a millisecond or two).
 PACE_EVENTS = 32

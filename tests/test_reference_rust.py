@@ -428,6 +428,16 @@ CASES: dict[str, list[dict[str, Any]]] = {
         path_call(
             5, 140, "[1.79769313486231581e308, " + "[" * 600 + "]" * 600 + ', {"path": "/no"}]'
         ),
+        # Colons in keys and strings, at any depth, are not members: only a
+        # duplicate hides the number here, which serde_json still refuses.
+        path_call(
+            6,
+            150,
+            '{"x": 1.7976931348623158e308, "k:e:y": ["v:a:l", {"a:": ":b"}], "x": 0, '
+            '"path": "/dup-edge-colons"}',
+        ),
+        path_call(7, 160, '{"k:e:y": ["v:a:l", {"a:": ":b"}], "path": "/colons-no-dup"}'),
+        path_call(8, 170, '{"t\\u003a": 1.7976931348623158e308, "t\\u003a": 0, "path": "/esc"}'),
     ],
     "JSON edges: the double range as serde_json computes it (f64 significand * 10^exp)": [
         path_call(1, 100, '{"path": "/max-rounded-up", "x": 1.7976931348623158e308}'),

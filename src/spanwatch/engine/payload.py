@@ -189,9 +189,11 @@ def _may_hide_values(text: str, value: dict[str, Any] | list[Any], walk: _Walk) 
     text has one colon outside strings; every other colon is a character of a
     string. So with no duplicates, the text's colons are the parsed value's
     members plus the colons in its keys and strings, which is what the
-    parsed value written out again holds (orjson escapes no colon), and any
-    more mean duplicates (unless `\\u003a` escapes spell colons: then colons
-    outside strings are counted).
+    parsed value's keys and strings hold, and any more mean duplicates
+    (unless `\\u003a` escapes spell colons: then colons outside strings are
+    counted). The parsed strings are counted by a walk of their own rather
+    than by writing the value out again: most of a payload's bytes are in a
+    few long strings, which `str.count` scans without copying.
     """
     colons = text.count(":")
     if colons <= walk.members:
@@ -199,13 +201,31 @@ def _may_hide_values(text: str, value: dict[str, Any] | list[Any], walk: _Walk) 
     if "\\u003" in text:
         duplicates = _outside_strings(text).count(":") > walk.members
     else:
-        try:
-            duplicates = colons > orjson.dumps(value).count(b":")
-        except orjson.JSONEncodeError:  # not expected of what orjson parsed: be safe
-            duplicates = True
+        duplicates = colons > walk.members + _colons_in_strings(value)
     if not duplicates:
         return False
     return text.count("[") + text.count("{") >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
+
+
+def _colons_in_strings(value: dict[str, Any] | list[Any]) -> int:
+    """Colons in the keys and string values of a parsed container, at any depth.
+
+    Recursive like `_Walk`, and called only on a value `_Walk` accepted, so
+    never nested MAX_DEPTH deep.
+    """
+    count = 0
+    if type(value) is dict:
+        count += "".join(value).count(":")
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            count += item.count(":")
+        elif kind is dict or kind is list:
+            count += _colons_in_strings(item)
+    return count
 
 
 def _loads(text: str) -> Any:

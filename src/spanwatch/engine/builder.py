@@ -150,7 +150,7 @@ class SessionSpans:
     def _hook(self, event: Event) -> None:
         if not may_be_tool_hook(event.payload):
             return
-        payload = Payload(event.payload)
+        payload = Payload(event.payload, utf8=event.payload_utf8)
         kind = hook_kind(payload.value)
         if kind is None:
             return

@@ -66,8 +66,12 @@ class Payload:
 
     __slots__ = ("_paths", "value")
 
-    def __init__(self, text: str, *, names_path: bool | None = None) -> None:
-        value, paths = _parse(text, names_path)
+    def __init__(
+        self, text: str, *, names_path: bool | None = None, utf8: bytes | None = None
+    ) -> None:
+        """`utf8`: the text's UTF-8 bytes, if at hand: orjson parses those without
+        encoding the text again (the text itself is still looked at)."""
+        value, paths = _parse(text, names_path, utf8)
         self._paths: list[str] | None = paths
         self.value: Any = value
 
@@ -143,17 +147,19 @@ def hook_tool(value: Any) -> str | None:
     return None
 
 
-def _parse(text: str, names_path: bool | None = None) -> tuple[Any, list[str] | None]:
+def _parse(
+    text: str, names_path: bool | None = None, utf8: bytes | None = None
+) -> tuple[Any, list[str] | None]:
     """serde_json::from_str (None where it fails) and, for containers, the paths within,
     JSON in its string values included."""
-    value, paths, strings = _parse_one(text, names_path)
+    value, paths, strings = _parse_one(text, names_path, utf8)
     if strings and paths is not None:
         _walk_strings(strings, paths)
     return value, paths
 
 
 def _parse_one(
-    text: str, names_path: bool | None = None
+    text: str, names_path: bool | None = None, utf8: bytes | None = None
 ) -> tuple[Any, list[str] | None, list[str]]:
     """serde_json::from_str (None where it fails), the paths of a container, and its
     string values that may hold JSON with paths (not walked yet).
@@ -164,7 +170,7 @@ def _parse_one(
     could hold an edge number or nest too deep, and then the exact parse
     decides.
     """
-    value = _loads(text)
+    value = _loads(text, utf8)
     if not isinstance(value, dict | list):
         return value, None, []
     if names_path is None:
@@ -228,9 +234,11 @@ def _colons_in_strings(value: dict[str, Any] | list[Any]) -> int:
     return count
 
 
-def _loads(text: str) -> Any:
+def _loads(text: str, utf8: bytes | None = None) -> Any:
+    """orjson's parse, with serde_json's verdict where they may differ. `utf8`:
+    the text's UTF-8 bytes, if at hand (the same input to orjson, without a copy)."""
     try:
-        value = orjson.loads(text)
+        value = orjson.loads(text if utf8 is None else utf8)
     except orjson.JSONDecodeError as exc:
         # orjson refuses numbers that overflow; serde_json keeps a few of those.
         return _loads_exact(text) if "infinity" in str(exc) else None

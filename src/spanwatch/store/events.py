@@ -5,6 +5,11 @@ whose value has another SQLite storage class. spanwatch drops the same rows,
 but says so: every dropped row becomes a `SkippedRow` with its session, seq and
 the reason, for the caller to log and count. A negative `ts_ms` is dropped too,
 and a token count outside u32 reads as NULL (DESIGN.md "Integer edges").
+
+The payload is read as its stored UTF-8 bytes (`_PAYLOAD`) and decoded here:
+a hook's payload is parsed on every rebuild, and orjson parses a text from
+its UTF-8 bytes, which Python would otherwise encode again from the decoded
+str (most of the cost of parsing a long non-ASCII payload).
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ from spanwatch.store.schema import EventsShape
 _INERT_KINDS = frozenset({"Message", "Error", "Cost"})
 _TEXT_COLUMNS = {1: "session_id", 5: "kind", 6: "source", 7: "tool", 8: "tool_call_id"}
 _TOKEN_COLUMNS = {9: "tokens_in", 10: "tokens_out", 11: "reasoning_tokens"}
+#: The payload column as read: a TEXT value's bytes as stored (UTF-8, not yet
+#: checked), else the name of its storage class (a str), for the skip reason.
+_PAYLOAD = "CASE typeof(payload) WHEN 'text' THEN CAST(payload AS BLOB) ELSE typeof(payload) END"
+_STORAGE_CLASSES = {"integer": "INTEGER", "real": "REAL", "blob": "BLOB"}
+#: Kinds the engine reads as hooks keep the payload's bytes for the parse.
+_NOT_HOOKS = frozenset({"ToolCall", "ToolResult"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +84,13 @@ def load_session_rows(
     every row, payload and all, through a sorter first. Only valid rows are
     sorted, and their ts_ms and seq are integers, which order as SQLite's do.
     """
-    sql = f"SELECT {shape.select_list} FROM events WHERE session_id = ?"
+    columns = _select_list(shape)
+    sql = f"SELECT {columns} FROM events WHERE session_id = ?"
     params: tuple[Any, ...] = (session_id,)
     if after_id is not None and by_rowid:
         # "+session_id" keeps SQLite off the session index: a range scan of the
         # newest rowids is cheaper than walking a long session's index entries.
-        sql = f"SELECT {shape.select_list} FROM events WHERE id > ? AND +session_id = ?"
+        sql = f"SELECT {columns} FROM events WHERE id > ? AND +session_id = ?"
         params = (after_id, session_id)
     elif after_id is not None:
         sql += " AND id > ?"
@@ -124,7 +136,9 @@ def session_rows_in_parts(
         marks = ", ".join("?" * len(ids))
         with read_snapshot(conn):
             fetched = fetch_all(
-                conn, f"SELECT {shape.select_list} FROM events WHERE id IN ({marks})", tuple(ids)
+                conn,
+                f"SELECT {_select_list(shape)} FROM events WHERE id IN ({marks})",
+                tuple(ids),
             )
         by_id = {row[0]: row for row in fetched}
         # Columns 1 to 3 of the select list: session_id, seq, ts_ms.
@@ -133,6 +147,12 @@ def session_rows_in_parts(
         ):
             raise RowsChanged(session_id)
         yield convert_rows(by_id[row_id] for row_id in ids)
+
+
+def _select_list(shape: EventsShape) -> str:
+    """The shape's columns, with the payload read as `_PAYLOAD` (the last column)."""
+    assert shape.columns[-1] == "payload"
+    return ", ".join((*shape.columns[:-1], _PAYLOAD))
 
 
 def _load_order(event: Event) -> tuple[int, int]:
@@ -155,7 +175,7 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
             and ts_ms >= 0
             and type(kind) is str
             and type(source) is str
-            and type(payload) is str
+            and type(payload) is bytes
             and (ts_exact is None or type(ts_exact) is int)
             and (tool is None or type(tool) is str)
             and (call_id is None or type(call_id) is str)
@@ -167,6 +187,11 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
             problem = _row_problem(row) or "unreadable row"
             session = session_id if isinstance(session_id, str) else None
             out.skipped.append(SkippedRow(_id, session, seq, problem))
+            continue
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            out.skipped.append(SkippedRow(_id, session_id, seq, "payload is not valid UTF-8"))
             continue
         if seq > out.max_seq:
             out.max_seq = seq
@@ -196,7 +221,9 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
                 tokens_out,
                 reasoning,
                 cost,
-                payload,
+                text,
+                # An ASCII text is parsed from the str as it is, without a copy.
+                None if kind in _NOT_HOOKS or text.isascii() else payload,
             )
         )
     return out
@@ -241,8 +268,11 @@ def _row_problem(row: tuple[Any, ...]) -> str | None:
             return _type_problem(_TOKEN_COLUMNS[index], row[index], "INTEGER")
     if row[12] is not None and type(row[12]) is not int:
         return _type_problem("cost_usd_e6", row[12], "INTEGER")
-    if type(row[13]) is not str:
-        return _type_problem("payload", row[13], "TEXT")
+    payload = row[13]
+    if type(payload) is not bytes:  # the name of its storage class (see _PAYLOAD)
+        if payload == "null":
+            return "payload is NULL"
+        return f"payload is {_STORAGE_CLASSES.get(payload, '?')}, expected TEXT"
     return None
 
 

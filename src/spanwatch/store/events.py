@@ -33,6 +33,9 @@ _PAYLOAD = "CASE typeof(payload) WHEN 'text' THEN CAST(payload AS BLOB) ELSE typ
 _STORAGE_CLASSES = {"integer": "INTEGER", "real": "REAL", "blob": "BLOB"}
 #: Kinds the engine reads as hooks keep the payload's bytes for the parse.
 _NOT_HOOKS = frozenset({"ToolCall", "ToolResult"})
+#: `EventKind.parse` and `EventSource.parse` as lookups (unknown values are hooks).
+_KINDS = {kind.value: kind for kind in EventKind}
+_SOURCES = {source.value: source for source in EventSource}
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +163,19 @@ def _load_order(event: Event) -> tuple[int, int]:
 
 
 def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
+    """Rows read with `_select_list` into events, the rows the reference drops skipped.
+
+    Runs once per row of a rebuild: counters live in locals until the end, and
+    kinds and sources are looked up as `EventKind.parse` and `EventSource.parse`
+    would, without a call each.
+    """
     out = SessionRows()
-    events = out.events
-    append = events.append
+    append = out.events.append
+    kinds, hook = _KINDS, EventKind.HOOK
+    sources, hook_source = _SOURCES, EventSource.HOOK
+    row_count, max_seq, max_id = 0, out.max_seq, out.max_id
     for row in rows:
-        out.row_count += 1
+        row_count += 1
         (_id, session_id, seq, ts_ms, ts_exact, kind, source, tool, call_id,
          tokens_in, tokens_out, reasoning, cost, payload) = row  # fmt: skip
         # The common case in one expression; `_row_problem` says what is wrong.
@@ -188,16 +199,19 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
             session = session_id if isinstance(session_id, str) else None
             out.skipped.append(SkippedRow(_id, session, seq, problem))
             continue
+        inert = kind in _INERT_KINDS
         try:
-            text = payload.decode()
+            # An inert row's text is never used: only whether it is UTF-8
+            # matters, and an ASCII text is.
+            text = "" if inert and payload.isascii() else payload.decode()
         except UnicodeDecodeError:
             out.skipped.append(SkippedRow(_id, session_id, seq, "payload is not valid UTF-8"))
             continue
-        if seq > out.max_seq:
-            out.max_seq = seq
-        if _id > out.max_id:
-            out.max_id = _id
-        if kind in _INERT_KINDS:
+        if seq > max_seq:
+            max_seq = seq
+        if _id > max_id:
+            max_id = _id
+        if inert:
             continue
         if not (
             (tokens_in is None or 0 <= tokens_in <= U32_MAX)
@@ -212,8 +226,8 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
                 session_id,
                 seq,
                 ts_ms,
-                EventKind.parse(kind),
-                EventSource.parse(source),
+                kinds.get(kind, hook),
+                sources.get(source, hook_source),
                 bool(ts_exact),
                 tool,
                 call_id,
@@ -226,6 +240,7 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
                 None if kind in _NOT_HOOKS or text.isascii() else payload,
             )
         )
+    out.row_count, out.max_seq, out.max_id = row_count, max_seq, max_id
     return out
 
 

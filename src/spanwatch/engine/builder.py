@@ -150,7 +150,9 @@ class SessionSpans:
     def _hook(self, event: Event) -> None:
         if not may_be_tool_hook(event.payload):
             return
-        payload = Payload(event.payload, utf8=event.payload_utf8)
+        # Parsed in any case, so the walk collects paths without first asking
+        # the text whether it may name one (it finds none where it names none).
+        payload = Payload(event.payload, names_path=True, utf8=event.payload_utf8)
         kind = hook_kind(payload.value)
         if kind is None:
             return

@@ -98,9 +98,21 @@ def load_session_rows(
     elif after_id is not None:
         sql += " AND id > ?"
         params = (session_id, after_id)
-    rows = convert_rows(fetch_all(conn, sql, params))
+    rows = convert_rows(_drain(fetch_all(conn, sql, params)))
     rows.events.sort(key=_load_order)
     return rows
+
+
+def _drain(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """The rows in order, each let go of as it is taken.
+
+    A row holds its payload's bytes, and its event a decoded copy: freeing
+    each row once converted keeps a long session from holding both copies
+    of every payload at once.
+    """
+    rows.reverse()
+    while rows:
+        yield rows.pop()
 
 
 class RowsChanged(Exception):

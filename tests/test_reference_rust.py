@@ -428,6 +428,16 @@ CASES: dict[str, list[dict[str, Any]]] = {
         path_call(
             5, 140, "[1.79769313486231581e308, " + "[" * 600 + "]" * 600 + ', {"path": "/no"}]'
         ),
+        # Colons in keys and strings, at any depth, are not members: only a
+        # duplicate hides the number here, which serde_json still refuses.
+        path_call(
+            6,
+            150,
+            '{"x": 1.7976931348623158e308, "k:e:y": ["v:a:l", {"a:": ":b"}], "x": 0, '
+            '"path": "/dup-edge-colons"}',
+        ),
+        path_call(7, 160, '{"k:e:y": ["v:a:l", {"a:": ":b"}], "path": "/colons-no-dup"}'),
+        path_call(8, 170, '{"t\\u003a": 1.7976931348623158e308, "t\\u003a": 0, "path": "/esc"}'),
     ],
     "JSON edges: the double range as serde_json computes it (f64 significand * 10^exp)": [
         path_call(1, 100, '{"path": "/max-rounded-up", "x": 1.7976931348623158e308}'),
@@ -469,6 +479,51 @@ CASES: dict[str, list[dict[str, Any]]] = {
         ev(6, 150, "Hook", raw='"{\\"event\\": \\"PreToolUse\\", \\"tool_name\\": \\"F\\"}"'),
         ev(7, 160, "Hook", raw='[{"event": "PreToolUse", "tool_name": "G"}]'),
         ev(8, 170, "Hook", raw="[" * 127 + '{"event": "PreToolUse"}' + "]" * 127),
+    ],
+    # A non-ASCII hook payload is parsed from its stored UTF-8 bytes, not from
+    # the decoded str: the same verdicts, paths and tools as for any text.
+    "non-ASCII hook payloads, read as bytes": [
+        ev(1, 100, "Hook", raw='{"event": "PreToolUse", "tool_name": "Édit", "file": "/ü/ß"}'),
+        ev(2, 110, "Hook", raw='\ufeff{"event": "PreToolUse", "tool_name": "BOM", "path": "/b"}'),
+        ev(3, 120, "Hook", raw='{"event": "PreToolUse", "tool_name": "Nå", "x": NaN}'),
+        ev(4, 130, "Hook", raw='{"event": "PreToolUse", "tool_name": "Bïg", "x": 1e400}'),
+        ev(5, 140, "Hook", raw='{"event": "PreToolUse", "tool_name": "Lø", "x": "\\ud800"}'),
+        ev(6, 150, "Hook", raw='{"event": "PreToolUse", "tool_name": "😀", "p": "\\ud83d\\ude00"}'),
+        ev(
+            7,
+            160,
+            "Hook",
+            raw="[" * 126 + '{"event": "PreToolUse", "tool_name": "ö"}' + "]" * 126,
+        ),
+        ev(8, 170, "Hook", raw='{"event": "PreToolUse", "tool_name": "ö", "d": ' + DEEP_128 + "}"),
+        ev(9, 180, "Hook", raw='{"event": "PreToolUse", "tool_name": "ö", "d": ' + DEEP_127 + "}"),
+        ev(
+            10,
+            190,
+            "Hook",
+            raw='{"hook_event_name": "PostToolUse", "tool_name": "Édit", "tool_response": '
+            + json.dumps(json.dumps({"file_path": "/ü/in-string", "c": "a→b"}), ensure_ascii=False)
+            + ', "file_path": "/ü/ß"}',
+        ),
+        ev(11, 200, "Hook", raw='{"event": "PostToolUse", "tool_name": "ü", "x": 1.0, "x": 2}'),
+        ev(12, 210, "Hook", raw='{"event": "PostToolUse", "tool_name": "ü"} ü'),
+        # Not UTF-8: the row is dropped, as the reference drops it.
+        ev(
+            13,
+            220,
+            "Hook",
+            raw=Sql("CAST(X'7B226576656E74223A2250726554FF6F6C557365227D' AS TEXT)"),
+        ),
+        ev(14, 230, "Hook", raw=Sql("CAST(X'7B2265223A22EDA080227D' AS TEXT)")),
+        ev(15, 240, "Hook", raw=Sql("CAST(X'EFBBBF7B7D' AS TEXT)")),
+        ev(16, 250, "Lifecycle", raw='{"event": "PreToolUse", "tool_name": "Lï", "path": "/l"}'),
+    ],
+    "a payload that is not TEXT drops the row": [
+        call(1, 100, "Bash", "c1"),
+        result(2, 200, "Bash", "c1", raw=5),
+        result(3, 210, "Bash", "c1", raw=1.5),
+        ev(4, 220, "Hook", raw=b'{"event": "PostToolUse", "tool_name": "Bash"}'),
+        result(5, 240, "Bash", "c1"),
     ],
     "storage classes the reference cannot read drop the row": [
         call(1, 100, "Bash", "c1"),

@@ -30,6 +30,8 @@ ALLOWED = {
     ("simulate/schema.py", "decl"): "ADDED_COLUMNS declarations",
     ("store/connection.py", "int(busy_timeout_ms)"): "an int",
     ("store/events.py", "shape.select_list"): "REQUIRED/OPTIONAL_EVENT_COLUMNS or literals",
+    ("store/events.py", "_select_list(shape)"): "shape.select_list with the literal _PAYLOAD",
+    ("store/events.py", "columns"): "_select_list(shape)",
     ("store/events.py", "marks"): "a run of ? placeholders",
     ("store/marks.py", "match"): "'?' or 'CAST(? AS TEXT)'",
     ("store/schema.py", "name"): "TOOL_SPAN_COLUMNS names",

@@ -282,7 +282,9 @@ class SessionSpans:
         """False when the event is not a tool hook (whatever came before it)."""
         if not may_be_tool_hook(event.payload):
             return False
-        payload = Payload(event.payload)
+        # Parsed in any case, so the walk collects paths without first asking
+        # the text whether it may name one (it finds none where it names none).
+        payload = Payload(event.payload, names_path=True, utf8=event.payload_utf8)
         kind = hook_kind(payload.value)
         if kind is None:
             return False

@@ -9,7 +9,7 @@ never need it parsed, and parsing is the most expensive step of a rebuild.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -70,6 +70,9 @@ class Event:
     reasoning_tokens: int | None = None
     cost_usd_e6: int | None = None
     payload: str = "null"
+    payload_utf8: bytes | None = field(default=None, compare=False, repr=False)
+    """The payload's UTF-8 bytes, where the reader kept them for the parse (see
+    `Payload`); None for an ASCII payload, whose str orjson reads as it is."""
 
 
 def synthetic_span_id(event: Event) -> str:

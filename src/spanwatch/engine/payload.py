@@ -66,8 +66,12 @@ class Payload:
 
     __slots__ = ("_paths", "value")
 
-    def __init__(self, text: str, *, names_path: bool | None = None) -> None:
-        value, paths = _parse(text, names_path)
+    def __init__(
+        self, text: str, *, names_path: bool | None = None, utf8: bytes | None = None
+    ) -> None:
+        """`utf8`: the text's UTF-8 bytes, if at hand: orjson parses those without
+        encoding the text again (the text itself is still looked at)."""
+        value, paths = _parse(text, names_path, utf8)
         self._paths: list[str] | None = paths
         self.value: Any = value
 
@@ -143,17 +147,19 @@ def hook_tool(value: Any) -> str | None:
     return None
 
 
-def _parse(text: str, names_path: bool | None = None) -> tuple[Any, list[str] | None]:
+def _parse(
+    text: str, names_path: bool | None = None, utf8: bytes | None = None
+) -> tuple[Any, list[str] | None]:
     """serde_json::from_str (None where it fails) and, for containers, the paths within,
     JSON in its string values included."""
-    value, paths, strings = _parse_one(text, names_path)
+    value, paths, strings = _parse_one(text, names_path, utf8)
     if strings and paths is not None:
         _walk_strings(strings, paths)
     return value, paths
 
 
 def _parse_one(
-    text: str, names_path: bool | None = None
+    text: str, names_path: bool | None = None, utf8: bytes | None = None
 ) -> tuple[Any, list[str] | None, list[str]]:
     """serde_json::from_str (None where it fails), the paths of a container, and its
     string values that may hold JSON with paths (not walked yet).
@@ -164,7 +170,7 @@ def _parse_one(
     could hold an edge number or nest too deep, and then the exact parse
     decides.
     """
-    value = _loads(text)
+    value = _loads(text, utf8)
     if not isinstance(value, dict | list):
         return value, None, []
     if names_path is None:
@@ -189,9 +195,11 @@ def _may_hide_values(text: str, value: dict[str, Any] | list[Any], walk: _Walk) 
     text has one colon outside strings; every other colon is a character of a
     string. So with no duplicates, the text's colons are the parsed value's
     members plus the colons in its keys and strings, which is what the
-    parsed value written out again holds (orjson escapes no colon), and any
-    more mean duplicates (unless `\\u003a` escapes spell colons: then colons
-    outside strings are counted).
+    parsed value's keys and strings hold, and any more mean duplicates
+    (unless `\\u003a` escapes spell colons: then colons outside strings are
+    counted). The parsed strings are counted by a walk of their own rather
+    than by writing the value out again: most of a payload's bytes are in a
+    few long strings, which `str.count` scans without copying.
     """
     colons = text.count(":")
     if colons <= walk.members:
@@ -199,18 +207,38 @@ def _may_hide_values(text: str, value: dict[str, Any] | list[Any], walk: _Walk) 
     if "\\u003" in text:
         duplicates = _outside_strings(text).count(":") > walk.members
     else:
-        try:
-            duplicates = colons > orjson.dumps(value).count(b":")
-        except orjson.JSONEncodeError:  # not expected of what orjson parsed: be safe
-            duplicates = True
+        duplicates = colons > walk.members + _colons_in_strings(value)
     if not duplicates:
         return False
     return text.count("[") + text.count("{") >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
 
 
-def _loads(text: str) -> Any:
+def _colons_in_strings(value: dict[str, Any] | list[Any]) -> int:
+    """Colons in the keys and string values of a parsed container, at any depth.
+
+    Recursive like `_Walk`, and called only on a value `_Walk` accepted, so
+    never nested MAX_DEPTH deep.
+    """
+    count = 0
+    if type(value) is dict:
+        count += "".join(value).count(":")
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            count += item.count(":")
+        elif kind is dict or kind is list:
+            count += _colons_in_strings(item)
+    return count
+
+
+def _loads(text: str, utf8: bytes | None = None) -> Any:
+    """orjson's parse, with serde_json's verdict where they may differ. `utf8`:
+    the text's UTF-8 bytes, if at hand (the same input to orjson, without a copy)."""
     try:
-        value = orjson.loads(text)
+        value = orjson.loads(text if utf8 is None else utf8)
     except orjson.JSONDecodeError as exc:
         # orjson refuses numbers that overflow; serde_json keeps a few of those.
         return _loads_exact(text) if "infinity" in str(exc) else None

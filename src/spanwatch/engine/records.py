@@ -41,6 +41,11 @@ def paths_json(paths: tuple[str, ...] | list[str]) -> str:
     return orjson.dumps(list(paths)).decode()
 
 
+def record_status(started_at_ms: int | None, ended_at_ms: int | None) -> str:
+    """ "done" for a span with a start and an end, else "orphaned"."""
+    return "done" if started_at_ms is not None and ended_at_ms is not None else "orphaned"
+
+
 def lead_time_ms(span: SpanBuilder) -> int | None:
     """Hook-measured time when both hooks were seen; else call-to-result when both are exact."""
     if span.hook_start_ms is not None and span.hook_end_ms is not None:
@@ -72,7 +77,7 @@ def make_record(
         session_id=span.session_id,
         tool=span.tool,
         tool_call_id=span.tool_call_id,
-        status="done" if started is not None and ended is not None else "orphaned",
+        status=record_status(started, ended),
         started_at_ms=started,
         ended_at_ms=ended,
         lead_time_ms=lead_time_ms(span),

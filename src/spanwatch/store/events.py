@@ -5,6 +5,11 @@ whose value has another SQLite storage class. spanwatch drops the same rows,
 but says so: every dropped row becomes a `SkippedRow` with its session, seq and
 the reason, for the caller to log and count. A negative `ts_ms` is dropped too,
 and a token count outside u32 reads as NULL (DESIGN.md "Integer edges").
+
+The payload is read as its stored UTF-8 bytes (`_PAYLOAD`) and decoded here:
+a hook's payload is parsed on every rebuild, and orjson parses a text from
+its UTF-8 bytes, which Python would otherwise encode again from the decoded
+str (most of the cost of parsing a long non-ASCII payload).
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ from spanwatch.store.schema import EventsShape
 _INERT_KINDS = frozenset({"Message", "Error", "Cost"})
 _TEXT_COLUMNS = {1: "session_id", 5: "kind", 6: "source", 7: "tool", 8: "tool_call_id"}
 _TOKEN_COLUMNS = {9: "tokens_in", 10: "tokens_out", 11: "reasoning_tokens"}
+#: The payload column as read: a TEXT value's bytes as stored (UTF-8, not yet
+#: checked), else the name of its storage class (a str), for the skip reason.
+_PAYLOAD = "CASE typeof(payload) WHEN 'text' THEN CAST(payload AS BLOB) ELSE typeof(payload) END"
+_STORAGE_CLASSES = {"integer": "INTEGER", "real": "REAL", "blob": "BLOB"}
+#: Kinds the engine reads as hooks keep the payload's bytes for the parse.
+_NOT_HOOKS = frozenset({"ToolCall", "ToolResult"})
+#: `EventKind.parse` and `EventSource.parse` as lookups (unknown values are hooks).
+_KINDS = {kind.value: kind for kind in EventKind}
+_SOURCES = {source.value: source for source in EventSource}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +87,18 @@ def load_session_rows(
     every row, payload and all, through a sorter first. Only valid rows are
     sorted, and their ts_ms and seq are integers, which order as SQLite's do.
     """
-    sql = f"SELECT {shape.select_list} FROM events WHERE session_id = ?"
+    columns = _select_list(shape)
+    sql = f"SELECT {columns} FROM events WHERE session_id = ?"
     params: tuple[Any, ...] = (session_id,)
     if after_id is not None and by_rowid:
         # "+session_id" keeps SQLite off the session index: a range scan of the
         # newest rowids is cheaper than walking a long session's index entries.
-        sql = f"SELECT {shape.select_list} FROM events WHERE id > ? AND +session_id = ?"
+        sql = f"SELECT {columns} FROM events WHERE id > ? AND +session_id = ?"
         params = (after_id, session_id)
     elif after_id is not None:
         sql += " AND id > ?"
         params = (session_id, after_id)
-    rows = convert_rows(fetch_all(conn, sql, params))
+    rows = convert_rows(_drain(fetch_all(conn, sql, params)))
     rows.events.sort(key=_load_order)
     return rows
 
@@ -105,7 +120,7 @@ def load_rows_by_seq(
         marks = ", ".join("?" * len(chunk))
         fetched += fetch_all(
             conn,
-            f"SELECT {shape.select_list} FROM events WHERE session_id = ? AND seq IN ({marks})",
+            f"SELECT {_select_list(shape)} FROM events WHERE session_id = ? AND seq IN ({marks})",
             (session_id, *chunk),
         )
     rows = convert_rows(fetched)
@@ -120,6 +135,18 @@ def load_rows_by_seq(
 def _key_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
     """A `row_keys` row's place in load order: (ts_ms, seq, id)."""
     return (key[1], key[2], key[0])
+
+
+def _drain(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """The rows in order, each let go of as it is taken.
+
+    A row holds its payload's bytes, and its event a decoded copy: freeing
+    each row once converted keeps a long session from holding both copies
+    of every payload at once.
+    """
+    rows.reverse()
+    while rows:
+        yield rows.pop()
 
 
 class RowsChanged(Exception):
@@ -167,7 +194,7 @@ def session_rows_in_parts(
         params = (*ids, *ids[-1:] * (part_rows - len(ids)))
         with read_snapshot(conn):
             fetched = fetch_all(
-                conn, f"SELECT {shape.select_list} FROM events WHERE id IN ({marks})", params
+                conn, f"SELECT {_select_list(shape)} FROM events WHERE id IN ({marks})", params
             )
         by_id = {row[0]: row for row in fetched}
         # Columns 1 to 3 of the select list: session_id, seq, ts_ms.
@@ -182,16 +209,30 @@ def session_rows_in_parts(
 _IN_CHUNK = 500
 
 
+def _select_list(shape: EventsShape) -> str:
+    """The shape's columns, with the payload read as `_PAYLOAD` (the last column)."""
+    assert shape.columns[-1] == "payload"
+    return ", ".join((*shape.columns[:-1], _PAYLOAD))
+
+
 def _load_order(event: Event) -> tuple[int, int]:
     return (event.ts_ms, event.seq)
 
 
 def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
+    """Rows read with `_select_list` into events, the rows the reference drops skipped.
+
+    Runs once per row of a rebuild: counters live in locals until the end, and
+    kinds and sources are looked up as `EventKind.parse` and `EventSource.parse`
+    would, without a call each.
+    """
     out = SessionRows()
-    events = out.events
-    append = events.append
+    append = out.events.append
+    kinds, hook = _KINDS, EventKind.HOOK
+    sources, hook_source = _SOURCES, EventSource.HOOK
+    row_count, max_seq, max_id = 0, out.max_seq, out.max_id
     for row in rows:
-        out.row_count += 1
+        row_count += 1
         (_id, session_id, seq, ts_ms, ts_exact, kind, source, tool, call_id,
          tokens_in, tokens_out, reasoning, cost, payload) = row  # fmt: skip
         # The common case in one expression; `_row_problem` says what is wrong.
@@ -202,7 +243,7 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
             and ts_ms >= 0
             and type(kind) is str
             and type(source) is str
-            and type(payload) is str
+            and type(payload) is bytes
             and (ts_exact is None or type(ts_exact) is int)
             and (tool is None or type(tool) is str)
             and (call_id is None or type(call_id) is str)
@@ -215,11 +256,19 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
             session = session_id if isinstance(session_id, str) else None
             out.skipped.append(SkippedRow(_id, session, seq, problem))
             continue
-        if seq > out.max_seq:
-            out.max_seq = seq
-        if _id > out.max_id:
-            out.max_id = _id
-        if kind in _INERT_KINDS:
+        inert = kind in _INERT_KINDS
+        try:
+            # An inert row's text is never used: only whether it is UTF-8
+            # matters, and an ASCII text is.
+            text = "" if inert and payload.isascii() else payload.decode()
+        except UnicodeDecodeError:
+            out.skipped.append(SkippedRow(_id, session_id, seq, "payload is not valid UTF-8"))
+            continue
+        if seq > max_seq:
+            max_seq = seq
+        if _id > max_id:
+            max_id = _id
+        if inert:
             continue
         if not (
             (tokens_in is None or 0 <= tokens_in <= U32_MAX)
@@ -234,8 +283,8 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
                 session_id,
                 seq,
                 ts_ms,
-                EventKind.parse(kind),
-                EventSource.parse(source),
+                kinds.get(kind, hook),
+                sources.get(source, hook_source),
                 bool(ts_exact),
                 tool,
                 call_id,
@@ -243,9 +292,12 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
                 tokens_out,
                 reasoning,
                 cost,
-                payload,
+                text,
+                # An ASCII text is parsed from the str as it is, without a copy.
+                None if kind in _NOT_HOOKS or text.isascii() else payload,
             )
         )
+    out.row_count, out.max_seq, out.max_id = row_count, max_seq, max_id
     return out
 
 
@@ -288,8 +340,11 @@ def _row_problem(row: tuple[Any, ...]) -> str | None:
             return _type_problem(_TOKEN_COLUMNS[index], row[index], "INTEGER")
     if row[12] is not None and type(row[12]) is not int:
         return _type_problem("cost_usd_e6", row[12], "INTEGER")
-    if type(row[13]) is not str:
-        return _type_problem("payload", row[13], "TEXT")
+    payload = row[13]
+    if type(payload) is not bytes:  # the name of its storage class (see _PAYLOAD)
+        if payload == "null":
+            return "payload is NULL"
+        return f"payload is {_STORAGE_CLASSES.get(payload, '?')}, expected TEXT"
     return None
 
 

@@ -25,7 +25,7 @@ from spanwatch.store.connection import open_store, read_snapshot
 from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
 from spanwatch.store.marks import SessionMark
 from spanwatch.store.schema import EventsShape, events_shape
-from spanwatch.store.spans import BuiltRow, record_row
+from spanwatch.store.spans import BuiltRow, built_rows
 
 #: Sessions handed to a worker at a time: enough to make each hand-over worth
 #: its cost, few enough that the long sessions spread over the workers.
@@ -71,7 +71,7 @@ def prepare_session(
         rows.skipped,
         rows.token_notes,
         list(spans.spans),
-        [(record_row(record), record.paths) for record in tree.records()],
+        built_rows(tree),
     )
 
 

@@ -626,7 +626,7 @@ def read_in_full(
             return read_in_full(conn, shape, session_id, pace=pace, parts=False)
     rows.events = []
     state.stored = span_rows.stored_fingerprints(conn, session_id)
-    built = [(span_rows.record_row(record), record.paths) for record in state.tree.records()]
+    built = span_rows.built_rows(state.tree)
     return FullRead(session_id, state, rows, changed, built)
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from spanwatch.engine.records import SpanRecord, paths_json
+from spanwatch.engine.records import SpanRecord, lead_time_ms, paths_json, record_status
+from spanwatch.engine.tree import SpanTree
 from spanwatch.store.connection import fetch_all, padded
 from spanwatch.store.schema import SPAN_COLUMN_NAMES
 
@@ -237,6 +238,43 @@ def diff_rows(
 
 #: A rebuilt span as it is to be stored: its tool_spans row and its paths.
 BuiltRow = tuple[SpanRow, tuple[str, ...]]
+
+
+def built_rows(tree: SpanTree) -> list[BuiltRow]:
+    """`(record_row(record), record.paths)` for each of `tree.records()`, in its order.
+
+    The same values, without a `SpanRecord` in between: a rebuild of a whole
+    session makes one row per span, and a frozen dataclass of 17 fields costs
+    more to make than the row itself. `make_record` says what each value is.
+    """
+    out: list[BuiltRow] = []
+    append = out.append
+    for span in tree.ordered:
+        parent = span.parent
+        started = span.start_ms
+        ended = span.end_ms
+        paths = span.paths or ()  # sorted and distinct already
+        row = (
+            span.span_id,
+            span.session_id,
+            span.tool,
+            span.tool_call_id,
+            record_status(started, ended),
+            started,
+            ended,
+            lead_time_ms(span),
+            span.tokens_in,
+            span.tokens_out,
+            span.reasoning_tokens,
+            span.cost_usd_e6,
+            paths_json(paths),
+            None if parent is None else parent.span_id,
+            span.depth,
+            span.subtree_cost_usd_e6,
+            span.subtree_token_count,
+        )
+        append((row, paths))
+    return out
 
 
 def diff_built_rows(

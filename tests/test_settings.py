@@ -161,6 +161,7 @@ def test_max_delay_below_debounce_is_rejected(tmp_path: Path) -> None:
         ("write_retry_max_s", -0.5),
         ("status_interval_s", -1),
         ("cache_max_sessions", -1),
+        ("cache_max_spans", -1),
         ("log_format", "xml"),
     ],
 )

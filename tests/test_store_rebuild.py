@@ -504,3 +504,21 @@ def test_writes_wait_for_company_at_most_write_batch_s(
 
 def count_spans(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM tool_spans").fetchone()[0])
+
+
+def test_the_span_budget_drops_the_least_recently_rebuilt_sessions_first(
+    store: tuple[Path, sqlite3.Connection],
+) -> None:
+    """`cache_max_spans`: past it, the sessions rebuilt longest ago leave memory;
+    the next change to one of them reads it in full, the others stay incremental."""
+    path, conn = store
+    for n in range(3):
+        insert_events(conn, task_session(f"s{n}", prefix=f"{n}-"))
+    per_session = len(expected_rows(task_session("s0")))
+    rb = Rebuilder(rebuilder(path).conn, cache_sessions=8, cache_spans=2 * per_session)
+    for n in range(3):
+        rb.rebuild(f"s{n}")  # s0 leaves memory when s2 comes in
+    for n in range(3):
+        late = Event(f"s{n}", 50, 5000, K.MESSAGE, payload="{}")
+        insert_events(conn, [late])
+    assert [rb.rebuild(f"s{n}").mode for n in (1, 2, 0)] == ["incremental", "incremental", "full"]

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Sessions whose span state is kept in memory for incremental rebuilds.",
     )
+    cache_max_spans: int = Field(
+        default=150_000,
+        ge=0,
+        description="Spans kept in memory across those sessions (about 750 bytes each). "
+        "The least recently rebuilt sessions go first; a long one is then read whole on "
+        "its next change.",
+    )
     long_read_rows: int = Field(
         default=5000,
         ge=0,

@@ -197,6 +197,7 @@ class Daemon:
                 busy_timeout_ms=settings.busy_timeout_ms,
                 write_retry_max_s=settings.write_retry_max_s,
                 cache_sessions=settings.cache_max_sessions,
+                cache_spans=settings.cache_max_spans,
                 capture=settings.capture,
             )
         )

@@ -87,6 +87,7 @@ class StoreLink:
         busy_timeout_ms: int,
         write_retry_max_s: float,
         cache_sessions: int,
+        cache_spans: int = 150_000,
         capture: str = "rowid",
     ) -> None:
         self.path = path
@@ -100,6 +101,7 @@ class StoreLink:
             self.rebuilder = Rebuilder(
                 self.conn,
                 cache_sessions=cache_sessions,
+                cache_spans=cache_spans,
                 write_batch_rows=WRITE_BATCH_ROWS,
                 write_batch_s=WRITE_BATCH_S,
                 retry_for_s=write_retry_max_s,

@@ -55,9 +55,10 @@ ROWID_SCAN_COST = 4
 
 #: At most this many spans are kept in memory across cached sessions (about
 #: 750 bytes each in Python objects, with their stored rows' fingerprints), whatever
-#: `cache_sessions` allows. Generous on purpose: evicting a long session costs
-#: a full read of it on its next change (seconds of CPU for 50,000 events; the
-#: daemon does it on a thread of its own, but that session waits for it).
+#: `cache_sessions` allows (the daemon's `cache_max_spans`). Generous on purpose:
+#: evicting a long session costs a full read of it on its next change (seconds
+#: of CPU for 50,000 events; the daemon does it on a thread of its own, but that
+#: session waits for it).
 MAX_CACHED_SPANS = 150_000
 
 #: Events a cached session's engine can undo, to take in a row that arrives
@@ -162,6 +163,7 @@ class Rebuilder:
         conn: sqlite3.Connection,
         *,
         cache_sessions: int = 0,
+        cache_spans: int = MAX_CACHED_SPANS,
         retry_for_s: float = 30.0,
         on_retry: RetryHook | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
@@ -187,6 +189,7 @@ class Rebuilder:
         """Sessions whose queued write failed in the last failed `flush()`."""
         self.shape = events_shape(conn)
         self.cache_sessions = cache_sessions
+        self.cache_spans = cache_spans
         self.retry_for_s = retry_for_s
         self.on_retry = on_retry
         self.clock_ms = clock_ms
@@ -344,7 +347,7 @@ class Rebuilder:
             self._cache[session_id] = state
             self._cached_spans += len(state.spans.spans)
             while self._cache and (
-                len(self._cache) > self.cache_sessions or self._cached_spans > MAX_CACHED_SPANS
+                len(self._cache) > self.cache_sessions or self._cached_spans > self.cache_spans
             ):
                 _, evicted = self._cache.popitem(last=False)
                 self._cached_spans -= len(evicted.spans.spans)

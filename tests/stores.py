@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spanwatch.engine.events import Event
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 
 BASE_COLUMNS = (
     "session_id TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, kind TEXT NOT NULL, "

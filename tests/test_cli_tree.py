@@ -29,7 +29,7 @@ from spanwatch.cli.render_tree import (
     short_path,
 )
 from spanwatch.engine.events import Event, EventKind, EventSource
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 from stores import insert_events, make_store
 
 SESSION = "5e2a0c1d-7b3f-4e8a-9d6c-1f0e2d3c4b5a"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon_harness import spanwatch, verify
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 from stores import insert_events, make_store, path_rows
 from test_store_rebuild import task_session
 

@@ -14,10 +14,11 @@ from spanwatch.daemon.long_reads import LongReads
 from spanwatch.daemon.store_link import file_identity
 from spanwatch.engine import Event
 from spanwatch.engine.events import EventKind as K
-from spanwatch.store import rebuild
+from spanwatch.store import full_read, session_state
 from spanwatch.store.connection import open_store
 from spanwatch.store.events import row_keys
-from spanwatch.store.rebuild import FullRead, LongFullRead, Rebuilder, read_in_full
+from spanwatch.store.full_read import FullRead, LongFullRead, read_in_full
+from spanwatch.store.rebuild import Rebuilder
 from spanwatch.store.schema import ensure_schema, events_shape
 from stores import insert_events, make_store, path_rows, span_table
 
@@ -55,7 +56,7 @@ def rebuilder(path: Path) -> Rebuilder:
 def test_a_read_done_elsewhere_writes_what_a_rebuild_writes(
     store: tuple[Path, sqlite3.Connection], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rebuild, "JOURNAL_EVENTS", 4)
+    monkeypatch.setattr(session_state, "JOURNAL_EVENTS", 4)
     path, conn = store
     insert_events(conn, session_events("s1", 40))
     rb = rebuilder(path)
@@ -169,7 +170,7 @@ def test_a_long_session_read_in_parts_gives_what_one_read_gives(
     reader = open_store(path)
     shape = events_shape(reader)
     whole = read_in_full(reader, shape, "s1", parts=False)
-    monkeypatch.setattr(rebuild, "READ_PART_ROWS", 7)
+    monkeypatch.setattr(full_read, "READ_PART_ROWS", 7)
     parts = read_in_full(reader, shape, "s1", pace=lambda: None)
     assert parts.built == whole.built
     assert parts.state.mark == whole.state.mark
@@ -186,7 +187,7 @@ def test_a_part_that_changed_since_the_keys_were_read_means_one_read(
     ensure_schema(conn)
     reader = open_store(path)
     shape = events_shape(reader)
-    monkeypatch.setattr(rebuild, "READ_PART_ROWS", 7)
+    monkeypatch.setattr(full_read, "READ_PART_ROWS", 7)
     keys_of = row_keys
 
     def keys_then_delete(c: sqlite3.Connection, session_id: str) -> list[tuple[object, ...]]:
@@ -194,7 +195,7 @@ def test_a_part_that_changed_since_the_keys_were_read_means_one_read(
         conn.execute("DELETE FROM events WHERE seq = 10")  # after the keys were read
         return keys
 
-    monkeypatch.setattr(rebuild, "row_keys", keys_then_delete)
+    monkeypatch.setattr(full_read, "row_keys", keys_then_delete)
     read = read_in_full(reader, shape, "s1")
     assert read.rows.row_count == read.state.mark.row_count == 59
     assert len(read.built) == 29  # s1-c5 lost its call: its result joins another span

@@ -27,7 +27,7 @@ import pytest
 
 from spanwatch.cli.main import main
 from spanwatch.simulate.agent import FEATURES, plan_sessions
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 from spanwatch.store.schema import SPAN_COLUMN_NAMES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import spanwatch.store.rebuild as rebuild_module
+import spanwatch.store.full_read as full_read_module
 from payload_texts import PayloadWriter
 from reference_rust import (
     SpanDump,
@@ -44,7 +44,9 @@ from reference_rust import (
 from spanwatch.daemon.store_link import StoreLink
 from spanwatch.engine.events import Event
 from spanwatch.store.connection import open_store
-from spanwatch.store.rebuild import PARALLEL_MIN_SESSIONS, Rebuilder, read_in_full, rebuild_store
+from spanwatch.store.full_read import read_in_full
+from spanwatch.store.rebuild import Rebuilder
+from spanwatch.store.rebuild_all import PARALLEL_MIN_SESSIONS, rebuild_store
 from spanwatch.store.schema import ensure_schema
 from stores import event_row
 from test_reference_rust import (
@@ -238,7 +240,7 @@ def test_long_reads_in_parts_leave_what_the_reference_writes(
     try:
         ensure_schema(conn)
         rebuilder = Rebuilder(conn, cache_sessions=8)
-        with mock.patch.object(rebuild_module, "READ_PART_ROWS", part_rows):
+        with mock.patch.object(full_read_module, "READ_PART_ROWS", part_rows):
             for number, batch in enumerate(batches):
                 insert_events(db, batch)
                 for session_id in sorted({_session_of(row) for row in batch}):

@@ -58,7 +58,7 @@ def reference() -> Path:
 
 def rebuild_both(directory: Path, rows: Iterable[Row]) -> tuple[SpanDump, SpanDump]:
     """Write the rows to a store, copy it, rebuild one copy with each engine."""
-    from spanwatch.store.rebuild import rebuild_store
+    from spanwatch.store.rebuild_all import rebuild_store
 
     ref_db, ours_db = directory / "reference.db", directory / "spanwatch.db"
     insert_events(ref_db, rows)

@@ -14,7 +14,8 @@ import pytest
 from spanwatch.store import marks
 from spanwatch.store.connection import open_store
 from spanwatch.store.prepare import prepare_session
-from spanwatch.store.rebuild import Rebuilder, rebuild_store
+from spanwatch.store.rebuild import Rebuilder
+from spanwatch.store.rebuild_all import rebuild_store
 from spanwatch.store.schema import ensure_schema
 from stores import path_rows, span_table
 from test_store_parallel import busy_store, mark_rows

@@ -15,7 +15,7 @@ from pathlib import Path
 from spanwatch.engine import Event
 from spanwatch.engine.events import EventKind as K
 from spanwatch.store import marks
-from spanwatch.store.rebuild import PARALLEL_MIN_SESSIONS, StoreSummary, rebuild_store
+from spanwatch.store.rebuild_all import PARALLEL_MIN_SESSIONS, StoreSummary, rebuild_store
 from stores import insert_events, insert_rows, make_store, path_rows, span_table
 from test_store_rebuild import task_session
 

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from spanwatch.engine import Event, build_span_records
 from spanwatch.engine.events import EventKind as K
-from spanwatch.store import marks
-from spanwatch.store import rebuild as rebuild_module
+from spanwatch.store import marks, session_state
 from spanwatch.store.connection import open_store
 from spanwatch.store.errors import StoreError
-from spanwatch.store.rebuild import Rebuilder, rebuild_store
+from spanwatch.store.rebuild import Rebuilder
+from spanwatch.store.rebuild_all import rebuild_store
 from spanwatch.store.schema import SPAN_COLUMN_NAMES, ensure_schema
 from spanwatch.store.spans import record_row
 from stores import insert_events, insert_rows, make_store, path_rows, span_table
@@ -360,7 +360,7 @@ def test_a_row_sorting_before_seen_rows(
     already fed. The engine undoes what followed and takes them in, unless its
     journal does not reach back that far or those rows changed since."""
     if journal is not None:
-        monkeypatch.setattr(rebuild_module, "JOURNAL_EVENTS", journal)
+        monkeypatch.setattr(session_state, "JOURNAL_EVENTS", journal)
     path, conn = store
     events = task_session("s1")
     insert_events(conn, events)

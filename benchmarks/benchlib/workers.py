@@ -25,7 +25,7 @@ from spanwatch.engine.records import SpanRecord
 from spanwatch.store.connection import open_store
 from spanwatch.store.events import load_session_rows
 from spanwatch.store.marks import stale_sessions
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 from spanwatch.store.schema import events_shape
 
 REPO = Path(__file__).resolve().parents[2]

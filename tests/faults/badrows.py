@@ -25,7 +25,7 @@ from typing import Any
 
 import faultkit  # noqa: F401  (first: it puts tests/ on the path, for `stores`)
 
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 from stores import make_store
 
 COLUMNS = (

@@ -45,7 +45,7 @@ from faultkit import (
     wait_caught_up,
 )
 
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 from spanwatch.store.schema import SPAN_COLUMN_NAMES
 from stores import backup, make_store
 

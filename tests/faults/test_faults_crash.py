@@ -14,7 +14,7 @@ import fault_scenarios as scenarios
 import pytest
 from faultkit import mark_problems, populate
 
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 from stores import backup
 
 CYCLES = int(os.environ.get("SPANWATCH_FAULT_CRASH_CYCLES", "50"))

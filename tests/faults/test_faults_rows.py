@@ -25,7 +25,7 @@ from faultkit import Daemon, problems_in_log, wait_caught_up
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spanwatch.store.rebuild import rebuild_store
+from spanwatch.store.rebuild_all import rebuild_store
 from spanwatch.store.schema import SPAN_COLUMN_NAMES
 from stores import make_store
 from strategies import IDS, PAYLOADS, TOOLS, hook_payloads

@@ -24,7 +24,8 @@ from spanwatch.cli.common import (
 )
 from spanwatch.store.errors import StoreError
 from spanwatch.store.problems import log_problems
-from spanwatch.store.rebuild import SessionResult, rebuild_store
+from spanwatch.store.rebuild import SessionResult
+from spanwatch.store.rebuild_all import rebuild_store
 
 EXAMPLE = """\
 examples:

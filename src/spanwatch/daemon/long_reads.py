@@ -34,7 +34,7 @@ from pathlib import Path
 from spanwatch.daemon.store_link import Landed, file_identity
 from spanwatch.store.connection import open_reader
 from spanwatch.store.errors import StoreError
-from spanwatch.store.rebuild import FullRead, read_in_full
+from spanwatch.store.full_read import FullRead, read_in_full
 from spanwatch.store.schema import EventsShape
 
 #: The longest a write waits for the reading thread to pause (it takes a few ms).

@@ -23,8 +23,9 @@ from spanwatch.daemon.memory import release_free_memory
 from spanwatch.store import marks, triggers
 from spanwatch.store.connection import data_version, open_store
 from spanwatch.store.errors import StoreBusyError, StoreError
+from spanwatch.store.full_read import FullRead, LongFullRead
 from spanwatch.store.problems import log_problems
-from spanwatch.store.rebuild import FullRead, LongFullRead, Rebuilder, SessionResult, Tally
+from spanwatch.store.rebuild import Rebuilder, SessionResult, Tally
 from spanwatch.store.schema import ensure_schema
 
 #: Rows looked at per step of the new-rows scan; a backlog is taken in steps.

@@ -1,12 +1,13 @@
 """Rebuilding a session's spans: read its events, run the engine, write the difference.
 
-`Rebuilder` is used by both `spanwatch rebuild` (every session once) and the
-daemon (sessions as they change). With a cache, it keeps the engine state of
-recently rebuilt sessions: when a session only grew by rows that sort after
-everything it has seen, only those rows are read and fed, instead of the whole
-session. Anything else (deleted rows, lower seqs, earlier timestamps, replaced
-rows) falls back to a full read, so the rows written are always those a full
-rebuild gives.
+`Rebuilder` is used by both `spanwatch rebuild` (every session once, see
+`rebuild_all`) and the daemon (sessions as they change). With a cache, it keeps
+the engine state of recently rebuilt sessions (`session_state`): when a session
+grew by rows that sort after everything it has seen, only those rows are read
+and fed; when some sort earlier, but after the last JOURNAL_EVENTS events fed,
+the engine undoes those events and feeds them again with the new rows.
+Anything else (deleted rows, older rows, replaced rows) falls back to a full
+read (`full_read`), so the rows written are always those a full rebuild gives.
 """
 
 from __future__ import annotations
@@ -14,38 +15,29 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
-from typing import Any
 
 from spanwatch.engine import SessionSpans, SpanTree
 from spanwatch.engine.builder import Position, SpanBuilder
-from spanwatch.engine.events import Event
 from spanwatch.engine.records import SpanRecord
-from spanwatch.store import marks, triggers
+from spanwatch.store import marks, session_state, triggers
 from spanwatch.store import spans as span_rows
-from spanwatch.store.connection import RetryHook, open_store, read_snapshot, write_transaction
+from spanwatch.store.connection import RetryHook, read_snapshot, write_transaction
 from spanwatch.store.events import (
-    RowsChanged,
     SessionRows,
     SkippedRow,
     TokenOutOfRange,
     load_rows_by_seq,
     load_session_rows,
-    row_keys,
-    session_rows_in_parts,
 )
+from spanwatch.store.full_read import FullRead, LongFullRead
 from spanwatch.store.marks import SessionMark
-from spanwatch.store.prepare import (
-    PreparedSession,
-    prepare_session,
-    prepared_sessions,
-    start_workers,
-)
-from spanwatch.store.schema import EventsShape, ensure_schema, events_shape
+from spanwatch.store.prepare import PreparedSession
+from spanwatch.store.schema import events_shape
+from spanwatch.store.session_state import SessionState, feed, fresh_state, position
 
 #: New rows of a cached session are found by a rowid range scan (rather than by
 #: walking the session's index) when its last row is at most this far back and
@@ -60,34 +52,6 @@ ROWID_SCAN_COST = 4
 #: of CPU for 50,000 events; the daemon does it on a thread of its own, but that
 #: session waits for it).
 MAX_CACHED_SPANS = 150_000
-
-#: Events a cached session's engine can undo, to take in a row that arrives
-#: after rows that sort later (the transcript tail commits after the hooks):
-#: without it, such a row means reading the whole session again. A row later
-#: than this many tool events is rare (a tail held up for seconds); it still
-#: gets the full read. About 420 bytes an event: 27 KB a cached session.
-JOURNAL_EVENTS = 64
-
-#: Events fed between two calls of `read_in_full`'s `pace` (a millisecond or two).
-PACE_EVENTS = 32
-#: Rows `read_in_full` reads (and feeds) at a time from a long session. Each
-#: part's rows, events and parsed payloads are in memory at once (about 2 MB for
-#: 500; 2000 rows raised the daemon's peak by some 10 MB), and the rows a part
-#: adds to the cache end up spread over memory that these held.
-READ_PART_ROWS = 500
-
-#: SQLite page cache of a one-shot rebuild: 64 MiB (a negative size is in KiB).
-REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"
-
-#: Rows written per transaction by a one-shot rebuild. Each commit writes every
-#: page it dirtied, and new span ids land all over the primary-key index, so
-#: few big transactions write less than many small ones; but the agents'
-#: writers wait while one holds the write lock, so it stays at tens of
-#: milliseconds (20,000 rows held it for a few hundred).
-REBUILD_BATCH_ROWS = 5_000
-
-#: Worker processes pay off from this many sessions on (they take ~0.3 s to start).
-PARALLEL_MIN_SESSIONS = 32
 
 
 @dataclass(slots=True)
@@ -109,21 +73,6 @@ class SessionResult:
     rewound: bool = False
     """Incremental, but rows arrived that sort before events already fed: the
     engine undid those events and fed them again with the new rows."""
-
-
-@dataclass(slots=True)
-class _SessionState:
-    """A session as last written: engine state, watermark and stored rows."""
-
-    spans: SessionSpans
-    tree: SpanTree
-    last_position: tuple[int, int]
-    mark: SessionMark
-    stored: dict[str, span_rows.Fingerprint]
-    """The session's rows in tool_spans, by stored id (their fingerprints)."""
-    owned_elsewhere: dict[str, str]
-    """Raw span ids another session owns (stored here under a namespaced id)."""
-    skipped_rows: int
 
 
 @dataclass(slots=True)
@@ -195,7 +144,7 @@ class Rebuilder:
         self.clock_ms = clock_ms
         self.write_guard: Callable[[], AbstractContextManager[object]] = nullcontext
         """Entered around each write transaction (the daemon pauses a reading thread)."""
-        self._cache: OrderedDict[str, _SessionState] = OrderedDict()
+        self._cache: OrderedDict[str, SessionState] = OrderedDict()
         self._cached_spans = 0
         self.latest_event_id = 0
         """The newest events rowid the caller knows of: how far a rowid scan would go."""
@@ -259,12 +208,13 @@ class Rebuilder:
                 state.tree.forget(removed)
                 result.rewound = True
         else:
-            state = _fresh_state(mark, JOURNAL_EVENTS if self.cache_sessions > 0 else 0)
+            journal = session_state.JOURNAL_EVENTS if self.cache_sessions > 0 else 0
+            state = fresh_state(mark, journal)
             state.stored = span_rows.stored_fingerprints(self.conn, session_id)
             result = SessionResult(session_id, "full")
             previous_mark = marks.read_mark(self.conn, session_id)
         known = len(state.spans.spans)
-        changed = _feed(state, rows)
+        changed = feed(state, rows)
         return self._finish(
             state, result, rows, known=known, changed=changed,
             previous_mark=previous_mark, flag_version=flag_version,
@@ -290,7 +240,7 @@ class Rebuilder:
 
     def _finish(
         self,
-        state: _SessionState,
+        state: SessionState,
         result: SessionResult,
         rows: SessionRows,
         *,
@@ -472,7 +422,7 @@ class Rebuilder:
             self.flush()
 
     def _read_appended(
-        self, session_id: str, cached: _SessionState
+        self, session_id: str, cached: SessionState
     ) -> tuple[SessionRows, SessionMark, Position | None] | None:
         """The common case, cheaply: rows appended after the cached ones, and the new mark.
 
@@ -498,8 +448,8 @@ class Rebuilder:
         if rows.row_count == 0 or rows.skipped or type(old.max_seq) is not int:
             return None
         rewind_to = None
-        if rows.events and _position(rows.events[0]) <= cached.last_position:
-            rewind_to = _position(rows.events[0])
+        if rows.events and position(rows.events[0]) <= cached.last_position:
+            rewind_to = position(rows.events[0])
             if not self._take_back(session_id, cached.spans, rewind_to, rows):
                 return None
         mark = SessionMark(
@@ -511,26 +461,26 @@ class Rebuilder:
         return rows, mark, rewind_to
 
     def _take_back(
-        self, session_id: str, spans: SessionSpans, position: Position, rows: SessionRows
+        self, session_id: str, spans: SessionSpans, since: Position, rows: SessionRows
     ) -> bool:
-        """Add to `rows` the events fed after `position`, read again, for a rewind.
+        """Add to `rows` the events fed after `since`, read again, for a rewind.
 
         False when the engine cannot undo that far, or those rows are no longer
         what was fed.
         """
-        if not spans.can_rewind(position):
+        if not spans.can_rewind(since):
             return False
-        again = load_rows_by_seq(self.conn, self.shape, session_id, spans.journaled_after(position))
+        again = load_rows_by_seq(self.conn, self.shape, session_id, spans.journaled_after(since))
         if again is None:
             return False
-        rows.events = sorted(again.events + rows.events, key=_position)
+        rows.events = sorted(again.events + rows.events, key=position)
         return True
 
     def _read(
         self,
         session_id: str,
         mark: SessionMark,
-        cached: _SessionState | None,
+        cached: SessionState | None,
         defer_full_from: int | None = None,
     ) -> tuple[SessionRows, bool]:
         """New rows only when the session just grew past what was seen; else all rows.
@@ -544,7 +494,7 @@ class Rebuilder:
         if cached is not None and mark.row_count > cached.mark.row_count:
             rows = load_session_rows(self.conn, self.shape, session_id, after_id=cached.mark.max_id)
             if rows.row_count == mark.row_count - cached.mark.row_count and (
-                not rows.events or _position(rows.events[0]) > cached.last_position
+                not rows.events or position(rows.events[0]) > cached.last_position
             ):
                 return rows, True
         if defer_full_from is not None and mark.row_count >= defer_full_from:
@@ -559,138 +509,8 @@ class Rebuilder:
         return result
 
 
-class LongFullRead(Exception):
-    """A rebuild that would read a long session in full, left to the caller (see `rebuild`)."""
-
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"{session_id} is to be read in full elsewhere")
-        self.session_id = session_id
-
-
 class _SpansWrittenElsewhere(Exception):
     """In a fresh rebuild, another process wrote spans to the store."""
-
-
-@dataclass(slots=True)
-class FullRead:
-    """A session read in full, from one read snapshot, and fed to a fresh engine.
-
-    Made by `read_in_full` on any connection: the daemon reads long sessions
-    on a thread of its own, and `Rebuilder.rebuild_read` diffs and writes them.
-    """
-
-    session_id: str
-    state: _SessionState
-    """Engine state, mark, and the session's stored rows (their fingerprints)."""
-    rows: SessionRows
-    """What was read, without its events (they held the payloads; fed already)."""
-    changed: set[str]
-    built: list[span_rows.BuiltRow]
-    """Every span as a row under its raw id, in sorted order."""
-
-
-def read_in_full(
-    conn: sqlite3.Connection,
-    shape: EventsShape,
-    session_id: str,
-    *,
-    pace: Callable[[], object] | None = None,
-    parts: bool = True,
-) -> FullRead:
-    """Read every row of the session in one snapshot and feed them (see `FullRead`).
-
-    `pace`, if given, is called before every PACE_EVENTS events fed, after the
-    read snapshot has ended: a background reader waits there while the
-    daemon's store thread writes (see `spanwatch.daemon.long_reads`). The
-    session's stored rows are read as well (in a later snapshot: the caller
-    alone writes them, and not while this read is under way), and its rows
-    built, so that little is left for the writing side.
-
-    A session of more than READ_PART_ROWS rows is read a part at a time and
-    each part fed before the next is read, so its payloads are never all in
-    memory at once (a 50,000-event session's are about 150 MB in Python). The
-    watermark and the rows' keys come from one snapshot; each part, read in a
-    later one, must match them, else the session is read again in one piece.
-    """
-    with read_snapshot(conn):
-        mark = marks.live_mark(conn, session_id)
-        long = parts and mark.row_count > READ_PART_ROWS
-        keys = row_keys(conn, session_id) if long else None
-        rows = SessionRows()
-        if keys is None and mark.row_count:
-            rows = load_session_rows(conn, shape, session_id)
-    state = _fresh_state(mark, JOURNAL_EVENTS)  # the daemon keeps it
-    if keys is None:
-        changed = _feed(state, rows, pace)
-    else:
-        try:
-            rows, changed = _feed_in_parts(conn, shape, state, keys, pace)
-        except RowsChanged:
-            return read_in_full(conn, shape, session_id, pace=pace, parts=False)
-    rows.events = []
-    state.stored = span_rows.stored_fingerprints(conn, session_id)
-    built = span_rows.built_rows(state.tree)
-    return FullRead(session_id, state, rows, changed, built)
-
-
-def _feed_in_parts(
-    conn: sqlite3.Connection,
-    shape: EventsShape,
-    state: _SessionState,
-    keys: list[tuple[Any, ...]],
-    pace: Callable[[], object] | None,
-) -> tuple[SessionRows, set[str]]:
-    """`_feed` of the rows `keys` name, read READ_PART_ROWS at a time; what was read."""
-    total = SessionRows()
-    last: Event | None = None
-    for part in session_rows_in_parts(conn, shape, state.mark.session_id, keys, READ_PART_ROWS):
-        events = part.events
-        _feed_events(state, events, pace)
-        if events:
-            last = events[-1]
-        total.skipped += part.skipped
-        total.token_notes += part.token_notes
-        total.row_count += part.row_count
-        total.max_seq = max(total.max_seq, part.max_seq)
-        total.max_id = max(total.max_id, part.max_id)
-    return total, _settle(state, last, len(total.skipped))
-
-
-def _feed_events(
-    state: _SessionState, events: list[Event], pace: Callable[[], object] | None
-) -> None:
-    """Feed events to the session's engine, calling `pace` every PACE_EVENTS of them."""
-    if pace is None:
-        state.spans.feed_all(events)
-        return
-    for start in range(0, len(events), PACE_EVENTS):
-        pace()
-        state.spans.feed_all(events[start : start + PACE_EVENTS])
-
-
-def _fresh_state(mark: SessionMark, journal_events: int = 0) -> _SessionState:
-    return _SessionState(SessionSpans(journal_events), SpanTree(), (-1, -1), mark, {}, {}, 0)
-
-
-def _feed(
-    state: _SessionState, rows: SessionRows, pace: Callable[[], object] | None = None
-) -> set[str]:
-    """Feed the rows' events; the ids of the spans whose records may have changed."""
-    _feed_events(state, rows.events, pace)
-    return _settle(state, rows.events[-1] if rows.events else None, len(rows.skipped))
-
-
-def _settle(state: _SessionState, last: Event | None, skipped: int) -> set[str]:
-    """After feeding: the tree brought up to date, the position and skips noted.
-
-    Returns the ids of the spans whose records may have changed.
-    """
-    changed = state.tree.update(state.spans.spans, state.spans.touched)
-    state.spans.touched.clear()
-    if last is not None:
-        state.last_position = max(state.last_position, (last.ts_ms, last.seq))
-    state.skipped_rows += skipped
-    return changed
 
 
 def session_records(
@@ -768,10 +588,6 @@ def _stored_id_for(
     return stored_id
 
 
-def _position(event: Event) -> Position:
-    return (event.ts_ms, event.seq)
-
-
 @dataclass(slots=True)
 class Tally:
     """Counts over many session rebuilds: a one-shot rebuild's, a daemon batch's."""
@@ -810,89 +626,3 @@ class Tally:
         self.spans_written += other.spans_written
         self.spans_deleted += other.spans_deleted
         self.skipped_rows += other.skipped_rows
-
-
-@dataclass(slots=True)
-class StoreSummary(Tally):
-    """What a rebuild of many sessions did."""
-
-    seconds: float = 0.0
-    results: list[SessionResult] = field(default_factory=list)
-    unreadable_rows: list[tuple[int, object]] = field(default_factory=list)
-    """(id, seq) of rows whose session_id is not readable TEXT (counted in `skipped_rows`)."""
-
-
-def _nothing_stored(conn: sqlite3.Connection) -> bool:
-    """Whether the store has no spans, paths or watermarks (see `Rebuilder`, `fresh`)."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM tool_spans) OR EXISTS (SELECT 1 FROM tool_span_paths) "
-        "OR EXISTS (SELECT 1 FROM spanwatch_sessions)"
-    ).fetchone()
-    return not row[0]
-
-
-def rebuild_store(
-    db_path: str | Path,
-    sessions: Iterable[str] | None = None,
-    *,
-    on_session: Callable[[SessionResult, int, int], None] | None = None,
-    busy_timeout_ms: int = 5000,
-    keep_results: bool = False,
-    jobs: int = 1,
-) -> StoreSummary:
-    """Rebuild the named sessions, or every session (and drop spans of vanished ones).
-
-    Sessions are rebuilt in order of first appearance, so when two sessions
-    share a span id the older one keeps it. `on_session(result, done, total)`
-    is called after each session. With `jobs` > 1, that many worker processes
-    read and build sessions while this one writes (for many sessions only).
-    """
-    started = time.perf_counter()
-    conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms)
-    # Every session is many sessions: start the workers while they are listed.
-    pool = start_workers(jobs) if jobs > 1 and sessions is None else None
-    try:
-        # Index pages of tool_spans stay cached for a one-shot rebuild that
-        # writes rows all over them (SQLite's default keeps 2 MB).
-        conn.execute(REBUILD_CACHE_PRAGMA)
-        ensure_schema(conn)
-        unreadable: list[tuple[int, object]] = []
-        sizes: dict[str, int] | None = None
-        if sessions is None:
-            sizes = marks.sized_sessions_in_order(conn)
-            todo = list(sizes)
-            known = set(todo)
-            todo += [s for s in marks.stale_sessions(conn) if s not in known]
-            unreadable = marks.unreadable_session_rows(conn)
-        else:
-            todo = list(dict.fromkeys(sessions))
-        rebuilder = Rebuilder(
-            conn, write_batch_rows=REBUILD_BATCH_ROWS, fresh=_nothing_stored(conn)
-        )
-        summary = StoreSummary(unreadable_rows=unreadable, skipped_rows=len(unreadable))
-        results: Iterator[SessionResult]
-        if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
-            prepared = prepared_sessions(
-                Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms, pool=pool,
-                sizes=sizes,
-            )  # fmt: skip
-            pool = None
-            results = map(rebuilder.rebuild_prepared, prepared)
-        elif rebuilder.fresh:
-            shape = rebuilder.shape
-            results = (rebuilder.rebuild_prepared(prepare_session(conn, shape, s)) for s in todo)
-        else:
-            results = map(rebuilder.rebuild, todo)
-        for done, result in enumerate(results, start=1):
-            summary.add(result)
-            if keep_results:
-                summary.results.append(result)
-            if on_session is not None:
-                on_session(result, done, len(todo))
-        rebuilder.flush()
-    finally:
-        conn.close()
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-    summary.seconds = time.perf_counter() - started
-    return summary

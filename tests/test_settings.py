@@ -38,7 +38,7 @@ def test_defaults_without_any_source() -> None:
     settings = load_settings(None, {})
     assert settings == Settings()
     assert settings.db is None
-    assert settings.debounce_ms == 250
+    assert settings.debounce_ms == 100
     assert settings.max_delay_ms == 2000
     assert settings.poll_fallback is True
     assert settings.log_format == "auto"
@@ -50,12 +50,12 @@ def test_precedence_defaults_toml_environment_flags(
 ) -> None:
     path = write_toml(
         tmp_path,
-        "debounce_ms = 100\nmax_delay_ms = 5000\nbatch_max_sessions = 7\nlog_level = 'debug'\n",
+        "debounce_ms = 170\nmax_delay_ms = 5000\nbatch_max_sessions = 7\nlog_level = 'debug'\n",
     )
     monkeypatch.setenv("SPANWATCH_MAX_DELAY_MS", "4000")
     monkeypatch.setenv("SPANWATCH_BATCH_MAX_SESSIONS", "8")
     settings = load_settings(path, {"batch_max_sessions": 9})
-    assert settings.debounce_ms == 100  # TOML over default
+    assert settings.debounce_ms == 170  # TOML over default
     assert settings.max_delay_ms == 4000  # environment over TOML
     assert settings.batch_max_sessions == 9  # flag over environment
     assert settings.log_level == "debug"

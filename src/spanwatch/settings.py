@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         description="The SQLite event store to keep spans of.",
     )
     debounce_ms: int = Field(
-        default=250,
+        default=100,
         ge=0,
         description="A dirty session is rebuilt once it has had no new events for this long.",
     )

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanwatch.engine import Event, EventKind, EventSource, build_span_records
+from spanwatch.engine import Event, build_span_records
 from spanwatch.engine.records import SpanRecord
-from spanwatch.simulate.rows import HOOK_SOURCE, PROXY, TAIL, EventRow, values_getter
+from spanwatch.simulate.rows import HOOK_SOURCE, PROXY, TAIL, EventRow, row_event, values_getter
 from spanwatch.simulate.schema import connect, create_events_table, insert_sql, insertable_columns
 from spanwatch.simulate.sessions import (
     BURST_WINDOW_MS,
@@ -139,7 +139,7 @@ def session_features(rows: Sequence[EventRow]) -> frozenset[str]:
     found: set[str] = set()
     if {HOOK_SOURCE, TAIL, PROXY} <= {row.source for row in rows}:
         found.add(WRITERS)
-    records = build_span_records(sorted((_event(row) for row in rows), key=_load_order))
+    records = build_span_records(sorted((row_event(row) for row in rows), key=_load_order))
     parents = {record.parent_span_id for record in records}
     if any(record.tool == "Task" and record.span_id in parents for record in records):
         found.add(TASK)
@@ -163,24 +163,6 @@ def _overlapping_tools(records: Sequence[SpanRecord]) -> bool:
             return True
         latest_end = max(latest_end, end)
     return False
-
-
-def _event(row: EventRow) -> Event:
-    return Event(
-        session_id=row.session_id,
-        seq=row.seq,
-        ts_ms=row.ts_ms,
-        kind=EventKind.parse(row.kind),
-        source=EventSource.parse(row.source),
-        ts_exact=bool(row.ts_exact),
-        tool=row.tool,
-        tool_call_id=row.tool_call_id,
-        tokens_in=row.tokens_in,
-        tokens_out=row.tokens_out,
-        reasoning_tokens=row.reasoning_tokens,
-        cost_usd_e6=row.cost_usd_e6,
-        payload=row.payload,
-    )
 
 
 def _load_order(event: Event) -> tuple[int, int]:

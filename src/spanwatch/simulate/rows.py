@@ -13,6 +13,8 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, NamedTuple
 
+from spanwatch.engine.events import Event, EventKind, EventSource
+
 #: Columns of the first store version, in table order.
 BASE_COLUMNS: tuple[str, ...] = (
     "session_id",
@@ -96,3 +98,22 @@ def values_getter(columns: tuple[str, ...]) -> Callable[[EventRow], tuple[Any, .
         raise ValueError("a store has at least the ten base columns")
     getter: Callable[[EventRow], tuple[Any, ...]] = attrgetter(*columns)
     return getter
+
+
+def row_event(row: EventRow) -> Event:
+    """The engine's event for a generated row (as the store layer would read it)."""
+    return Event(
+        session_id=row.session_id,
+        seq=row.seq,
+        ts_ms=row.ts_ms,
+        kind=EventKind.parse(row.kind),
+        source=EventSource.parse(row.source),
+        ts_exact=bool(row.ts_exact),
+        tool=row.tool,
+        tool_call_id=row.tool_call_id,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        reasoning_tokens=row.reasoning_tokens,
+        cost_usd_e6=row.cost_usd_e6,
+        payload=row.payload,
+    )

@@ -15,14 +15,21 @@ already fed. With a journal (`journal_events`), the builder remembers how to
 undo its last events: `rewind` takes it back to just before the late row, and
 the caller feeds the undone events again with the new ones in their place,
 instead of reading the whole session again.
+
+A long session's spans are mostly long finished: `retire` lets go of those
+that no event fed from now on can change (see `engine.retire`), keeping only a
+hash of each id. An event that would still need one raises `RetiredSpanNeeded`,
+and the caller reads the session again.
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -88,6 +95,18 @@ class SpanBuilder:
         return self.hook_end_ms if self.hook_end_ms is not None else self.result_end_ms
 
 
+class RetiredSpanNeeded(Exception):
+    """An event matched a span that `SessionSpans.retire` let go of.
+
+    Nothing is undone: the caller drops this engine state and feeds the
+    session again from its first event.
+    """
+
+
+#: What `SessionSpans.by_order` holds in place of a retired span.
+_RETIRED = SpanBuilder(span_id="", session_id="", order=-1, has_call=True, has_end=True)
+
+
 class _OpenIndex:
     """For each tool, the spans that may still match a lookup, by open order.
 
@@ -126,6 +145,11 @@ class _OpenIndex:
     def push_back(self, tool: str, order: int) -> None:
         """Undo `pop_stale` (the entry was the tool's newest)."""
         self._orders[tool].append(order)
+
+    def drop(self, orders: Collection[int], keep: Callable[[str, int], bool]) -> None:
+        """Remove the entries of `orders` but those `keep(tool, order)` says to keep."""
+        for tool, entries in self._orders.items():
+            entries[:] = [o for o in entries if o not in orders or keep(tool, o)]
 
 
 #: The fields of a SpanBuilder that feeding changes.
@@ -170,6 +194,17 @@ class SessionSpans:
         """The position of the newest event dropped from the journal."""
         self._undo: list[_Step] | None = None
         """The undo steps of the event being fed, when journaling."""
+        self._retired = array("q")
+        """`hash()` of each retired span's id, sorted (8 bytes a span)."""
+        self.retired_count = 0
+        self._looked_up: set[str] = set()
+        """The lookups this session has made: "call" (latest span of a tool
+        without a call), "end" (without an end). See `findable`."""
+
+    @property
+    def span_count(self) -> int:
+        """Spans of the session, retired ones included."""
+        return len(self.spans) + self.retired_count
 
     def feed(self, event: Event) -> None:
         kind = event.kind
@@ -204,6 +239,81 @@ class SessionSpans:
             found.append(at)
         found.reverse()
         return found
+
+    def journal_reach(self) -> tuple[int | None, set[int], int | None]:
+        """What a rewind can still reach, for `retire`'s caller.
+
+        The timestamp of the newest event dropped from the journal (None: a
+        rewind may go back to the first event), the orders of the spans (and
+        index entries) the journal refers to, and the lowest start or end any
+        span had in the states it saved (a rewind brings those back).
+        """
+        floor = None if self._journal_floor is None else self._journal_floor[0]
+        orders: set[int] = set()
+        lowest: int | None = None
+        for _, steps in self._journal:
+            for step in steps:
+                what = step[0]
+                if what == "open":
+                    orders.add(step[1].order)
+                elif what == "state":
+                    orders.add(step[1].order)
+                    _, _, hook_start, hook_end, call_start, result_end = step[2][:6]
+                    for at in (
+                        hook_start if hook_start is not None else call_start,
+                        hook_end if hook_end is not None else result_end,
+                    ):
+                        if at is not None and (lowest is None or at < lowest):
+                            lowest = at
+                else:
+                    orders.add(step[3])
+        return floor, orders, lowest
+
+    def retire(self, spans: Iterable[SpanBuilder]) -> None:
+        """Let go of spans that no event fed from now on can change.
+
+        The caller has made sure of that (`engine.retire`); what is left of
+        them is a hash of each id, so that an event naming one raises
+        `RetiredSpanNeeded`, and the lookup-index entries of those still open
+        to a lookup, for the same reason.
+        """
+        gone = {span.order: span for span in spans}
+        if not gone:
+            return
+
+        def still_matches(index: _OpenIndex) -> Callable[[str, int], bool]:
+            field = "has_call" if index is self._without_call else "has_end"
+            return lambda tool, order: gone[order].tool == tool and not getattr(gone[order], field)
+
+        for index in (self._without_call, self._without_end):
+            index.drop(gone.keys(), still_matches(index))
+        for order, span in gone.items():
+            del self.spans[span.span_id]
+            self.by_order[order] = _RETIRED
+        hashes = (hash(span.span_id) for span in gone.values())
+        self._retired = array("q", sorted(chain(self._retired, hashes)))
+        self.retired_count += len(gone)
+
+    def findable(self, span: SpanBuilder) -> bool:
+        """Whether a lookup of a kind this session makes may still find `span`.
+
+        Sessions whose every event names its tool call never look spans up,
+        and one that does, does it again: a span it may find is not retired.
+        """
+        if span.tool is None:
+            return False
+        looked_up = self._looked_up
+        return (not span.has_call and "call" in looked_up) or (
+            not span.has_end and "end" in looked_up
+        )
+
+    def _check_not_retired(self, span_id: str) -> None:
+        """Raise `RetiredSpanNeeded` if `span_id` may be a retired span's id."""
+        if self.retired_count:
+            retired, key = self._retired, hash(span_id)
+            at = bisect_left(retired, key)
+            if at < len(retired) and retired[at] == key:
+                raise RetiredSpanNeeded(span_id)
 
     def rewind(self, position: Position) -> list[SpanBuilder]:
         """Undo every event fed after `position`, as if they had never been fed.
@@ -253,6 +363,7 @@ class SessionSpans:
             span_id = existing.span_id if existing is not None else synthetic_span_id(event)
         span = self.spans.get(span_id)
         if span is None:
+            self._check_not_retired(span_id)
             span = self._open(span_id, event, tool)
         else:
             self._save(span)
@@ -295,6 +406,7 @@ class SessionSpans:
             span_id = existing.span_id if existing is not None else synthetic_span_id(event)
         span = self.spans.get(span_id)
         if span is None:
+            self._check_not_retired(span_id)
             span = self._open(span_id, event, tool)
         else:
             self._save(span)
@@ -377,18 +489,25 @@ class SessionSpans:
             span = self.spans.get(event.tool_call_id)
             if span is not None:
                 return span
+            self._check_not_retired(event.tool_call_id)
         if event.tool is not None:
             span = self._find_open_same_tool(event.tool)
             if span is not None:
                 return span
-        return self.by_order[-1] if self.by_order else None
+        if not self.by_order:
+            return None
+        if self.by_order[-1] is _RETIRED:
+            raise RetiredSpanNeeded("the latest span")
+        return self.by_order[-1]
 
     def _find_open_without_call(self, tool: str) -> SpanBuilder | None:
         """Latest opened span of `tool` that has no ToolCall yet."""
+        self._looked_up.add("call")
         return self._latest(self._without_call, tool, lambda span: not span.has_call)
 
     def _find_open_same_tool(self, tool: str) -> SpanBuilder | None:
         """Latest opened span of `tool` that has not ended."""
+        self._looked_up.add("end")
         return self._latest(self._without_end, tool, lambda span: not span.has_end)
 
     def _latest(
@@ -398,6 +517,8 @@ class SessionSpans:
         orders = index._orders.get(tool)
         while orders:
             span = self.by_order[orders[-1]]
+            if span is _RETIRED:  # `retire` kept only entries that still match
+                raise RetiredSpanNeeded(f"the latest open span of {tool!r}")
             if span.tool == tool and still_open(span):
                 return span
             index.pop_stale(tool)

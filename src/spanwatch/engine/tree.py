@@ -159,6 +159,24 @@ class SpanTree:
             if self._resort_from is None or key < self._resort_from:
                 self._resort_from = key
 
+    def retire(self, gone: set[SpanBuilder]) -> list[SpanBuilder]:
+        """Drop the spans of `gone`; returns them in sorted order.
+
+        Only for spans that no later change can reach, neither as a parent nor
+        as a child (see `engine.retire`): the tree goes on as if they were not
+        there. Their links are cut so that they are freed at once.
+        """
+        if not gone:
+            return []
+        assert self._resort_from is None and not self._resum, "update() first"
+        retired = [span for span in self.ordered if span in gone]
+        self.ordered = [span for span in self.ordered if span not in gone]
+        self._by_end = [span for span in self._by_end if span not in gone]
+        for span in retired:
+            span.parent = None
+            span.children = None
+        return retired
+
     def records(
         self,
         span_ids: Iterable[str] | None = None,

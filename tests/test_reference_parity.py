@@ -43,6 +43,7 @@ from reference_rust import (
 )
 from spanwatch.daemon.store_link import StoreLink
 from spanwatch.engine.events import Event
+from spanwatch.store import session_state
 from spanwatch.store.connection import open_store
 from spanwatch.store.full_read import read_in_full
 from spanwatch.store.rebuild import Rebuilder
@@ -82,10 +83,26 @@ class _Log:
         raise AssertionError(f"{message}: {kw}")
 
 
-def daemon_batches(db: Path, batches: Sequence[Sequence[Row]]) -> None:
-    """Insert each batch, then do what the daemon does: rebuild the sessions it named."""
+def daemon_batches(db: Path, batches: Sequence[Sequence[Row]], journal: int | None = None) -> None:
+    """Insert each batch, then do what the daemon does: rebuild the sessions it named.
+
+    With `journal`, the engine journals that many events and retires spans as
+    soon as it can (`engine.retire`), rather than from 64 events and spans on.
+    """
     create_store(db)
-    link = StoreLink(db, log=_Log(), busy_timeout_ms=5000, write_retry_max_s=5, cache_sessions=8)
+    with pytest.MonkeyPatch.context() as patch:
+        if journal is not None:
+            patch.setattr(session_state, "JOURNAL_EVENTS", journal)
+        link = StoreLink(
+            db, log=_Log(), busy_timeout_ms=5000, write_retry_max_s=5, cache_sessions=8
+        )
+        if journal is not None:
+            link.rebuilder.retire_min_spans = 1
+        _feed_batches(link, batches)
+
+
+def _feed_batches(link: StoreLink, batches: Sequence[Sequence[Row]]) -> None:
+    db = link.path
     try:
         for batch in batches:
             insert_events(db, batch)
@@ -202,13 +219,14 @@ def batched_arrivals(draw: st.DrawFn) -> tuple[list[Row], list[list[Row]]]:
 
 
 @PARITY
-@given(arrival=batched_arrivals())
+@given(arrival=batched_arrivals(), journal=st.sampled_from([None, 2, 6]))
 def test_daemon_batches_leave_what_the_reference_writes(
-    reference: Path, tmp_path_factory: pytest.TempPathFactory, arrival: Any
+    reference: Path, tmp_path_factory: pytest.TempPathFactory, arrival: Any, journal: int | None
 ) -> None:
+    """Also with a short journal, so that the cached sessions retire spans early."""
     events, batches = arrival
     directory = tmp_path_factory.mktemp("batches")
-    daemon_batches(directory / "daemon.db", batches)
+    daemon_batches(directory / "daemon.db", batches, journal)
     assert_same(reference_of(directory, events), dump_spans(directory / "daemon.db"), events)
 
 

@@ -16,7 +16,7 @@ from spanwatch.engine.events import EventKind as K
 from spanwatch.store import marks, session_state
 from spanwatch.store.connection import open_store
 from spanwatch.store.errors import StoreError
-from spanwatch.store.rebuild import Rebuilder
+from spanwatch.store.rebuild import RETIRE_MIN_SPANS, Rebuilder
 from spanwatch.store.rebuild_all import rebuild_store
 from spanwatch.store.schema import SPAN_COLUMN_NAMES, ensure_schema
 from spanwatch.store.spans import record_row
@@ -319,10 +319,10 @@ def test_unusable_store_gives_one_line_error(
 # Incremental rebuilds: the daemon's cache must give the rows a full rebuild gives.
 
 
-def rebuilder(path: Path) -> Rebuilder:
+def rebuilder(path: Path, retire_min_spans: int = RETIRE_MIN_SPANS) -> Rebuilder:
     conn = open_store(path)
     ensure_schema(conn)
-    return Rebuilder(conn, cache_sessions=8)
+    return Rebuilder(conn, cache_sessions=8, retire_min_spans=retire_min_spans)
 
 
 def test_appended_rows_are_read_incrementally_and_match_a_full_rebuild(
@@ -433,27 +433,89 @@ def test_cached_rebuilds_after_each_write_leave_the_table_a_fresh_rebuild_leaves
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, events: list[Event]
 ) -> None:
     """Rows arrive in chunks, sometimes out of order; after each chunk the daemon's
-    cached rebuild must leave exactly what a one-shot rebuild of a copy leaves."""
+    cached rebuild must leave exactly what a one-shot rebuild of a copy leaves,
+    watermarks and span counts included, also when it retires spans as it goes
+    (a short journal lets it retire early)."""
     directory = tmp_path_factory.mktemp("cached")
     path = directory / "events.db"
     conn = make_store(path)
     arrival = data.draw(st.permutations(events)) if data.draw(st.booleans()) else events
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(arrival)), max_size=5)))
-    rb = rebuilder(path)
-    previous = 0
-    for cut in [*cuts, len(arrival)]:
-        insert_events(conn, arrival[previous:cut])
-        previous = cut
-        if cut:
-            rb.rebuild(events[0].session_id)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(arrival)), max_size=8)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(session_state, "JOURNAL_EVENTS", data.draw(st.sampled_from([2, 8, 64])))
+        rb = rebuilder(path, retire_min_spans=data.draw(st.sampled_from([1, 64])))
+        previous = 0
+        for cut in [*cuts, len(arrival)]:
+            insert_events(conn, arrival[previous:cut])
+            previous = cut
+            if cut:
+                rb.rebuild(events[0].session_id)
     if not events:
         return
-    incremental = span_table(conn), path_rows(conn)
+    incremental = span_table(conn), path_rows(conn), span_counts(conn)
     fresh_path = directory / "fresh.db"
     fresh = make_store(fresh_path)
     insert_events(fresh, arrival)
     rebuild_store(fresh_path)
-    assert incremental == (span_table(fresh), path_rows(fresh))
+    assert incremental == (span_table(fresh), path_rows(fresh), span_counts(fresh))
+
+
+def span_counts(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "SELECT session_id, span_count, row_count FROM spanwatch_sessions ORDER BY session_id"
+    ).fetchall()
+
+
+def read_calls(session: str, uses: range, base: int = 1000) -> list[Event]:
+    """Read calls one after another, each with its result: all finished at once."""
+    events = []
+    for n in uses:
+        call_id = f"read-{n}"
+        events += [
+            Event(session, 2 * n, base + 10 * n, K.TOOL_CALL, tool="Read", tool_call_id=call_id,
+                  tokens_in=n, payload=json.dumps({"file_path": f"/src/{n}.py"})),
+            Event(session, 2 * n + 1, base + 10 * n + 5, K.TOOL_RESULT, tool_call_id=call_id),
+        ]  # fmt: skip
+    return events
+
+
+def test_a_cached_session_keeps_only_its_recent_spans_in_memory(
+    store: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finished spans older than the journal are retired as the session grows;
+    their rows, and the session's span count, stay as a full rebuild has them."""
+    monkeypatch.setattr(session_state, "JOURNAL_EVENTS", 8)
+    path, conn = store
+    rb = rebuilder(path, retire_min_spans=16)
+    events: list[Event] = []
+    for chunk in range(10):
+        new = read_calls("s1", range(chunk * 20, chunk * 20 + 20))
+        insert_events(conn, new)
+        events += new
+        assert rb.rebuild("s1").mode == ("full" if chunk == 0 else "incremental")
+        assert span_table(conn) == expected_rows(events)
+    assert rb.cached_spans < 40  # of 200
+    assert span_counts(conn) == [("s1", 200, 400)]
+
+
+def test_a_row_that_needs_a_retired_span_means_a_full_read(
+    store: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result for a span retired long ago (a tail that lagged far behind, with
+    its own late timestamp): the session is read again, and its rows are right."""
+    monkeypatch.setattr(session_state, "JOURNAL_EVENTS", 8)
+    path, conn = store
+    events = read_calls("s1", range(100))
+    insert_events(conn, events)
+    rb = rebuilder(path, retire_min_spans=16)
+    rb.rebuild("s1")
+    assert rb.cached_spans < 20
+    late = Event("s1", 1000, 9000, K.TOOL_RESULT, tool_call_id="read-3", tokens_out=99)
+    insert_events(conn, [late])
+    result = rb.rebuild("s1")
+    assert (result.mode, result.reread) == ("full", True)
+    assert span_table(conn) == expected_rows([*events, late])
+    assert span_table(conn)["read-3"] != expected_rows(events)["read-3"]
 
 
 def test_rows_deleted_while_others_arrive_are_caught_by_the_reconcile(

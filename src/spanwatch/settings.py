@@ -140,9 +140,9 @@ class Settings(BaseSettings):
     cache_max_spans: int = Field(
         default=150_000,
         ge=0,
-        description="Spans kept in memory across those sessions (about 750 bytes each). "
-        "The least recently rebuilt sessions go first; a long one is then read whole on "
-        "its next change.",
+        description="Spans kept in memory across those sessions (about 750 bytes each; "
+        "finished spans a session has let go of do not count). The least recently "
+        "rebuilt sessions go first; a long one is then read whole on its next change.",
     )
     long_read_rows: int = Field(
         default=5000,

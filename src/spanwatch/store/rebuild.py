@@ -8,6 +8,9 @@ and fed; when some sort earlier, but after the last JOURNAL_EVENTS events fed,
 the engine undoes those events and feeds them again with the new rows.
 Anything else (deleted rows, older rows, replaced rows) falls back to a full
 read (`full_read`), so the rows written are always those a full rebuild gives.
+A cached session's finished spans are retired (`engine.retire`) as it grows,
+so that a long session costs memory for its recent spans only; the rare row
+that needs a retired span means a full read too.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from spanwatch.engine import SessionSpans, SpanTree
-from spanwatch.engine.builder import Position, SpanBuilder
+from spanwatch.engine.builder import Position, RetiredSpanNeeded, SpanBuilder
 from spanwatch.engine.records import SpanRecord
+from spanwatch.engine.retire import retire_spans
 from spanwatch.store import marks, session_state, triggers
 from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import RetryHook, read_snapshot, write_transaction
@@ -53,6 +57,13 @@ ROWID_SCAN_COST = 4
 #: session waits for it).
 MAX_CACHED_SPANS = 150_000
 
+#: A cached session tries to retire spans once it holds this many in memory,
+#: and again each time that grew by a quarter (at least RETIRE_STEP spans):
+#: each try walks the session's spans once. Retiring needs a journal that no
+#: longer reaches the first event, so short sessions keep all of theirs.
+RETIRE_MIN_SPANS = 64
+RETIRE_STEP = 16
+
 
 @dataclass(slots=True)
 class SessionResult:
@@ -73,6 +84,8 @@ class SessionResult:
     rewound: bool = False
     """Incremental, but rows arrived that sort before events already fed: the
     engine undid those events and fed them again with the new rows."""
+    reread: bool = False
+    """Full, because a new row needed a span the cached state had retired."""
 
 
 @dataclass(slots=True)
@@ -119,6 +132,7 @@ class Rebuilder:
         write_batch_rows: int = 0,
         write_batch_s: float | None = None,
         fresh: bool = False,
+        retire_min_spans: int = RETIRE_MIN_SPANS,
     ) -> None:
         self.conn = conn
         self.fresh = fresh
@@ -139,6 +153,7 @@ class Rebuilder:
         self.shape = events_shape(conn)
         self.cache_sessions = cache_sessions
         self.cache_spans = cache_spans
+        self.retire_min_spans = retire_min_spans
         self.retry_for_s = retry_for_s
         self.on_retry = on_retry
         self.clock_ms = clock_ms
@@ -151,6 +166,11 @@ class Rebuilder:
         self.commits = 0
         self.locked_s = 0.0
         """Write transactions committed, and the time they held the write lock."""
+
+    @property
+    def cached_spans(self) -> int:
+        """Spans held in memory across the cached sessions (retired ones not counted)."""
+        return self._cached_spans
 
     def forget(self, session_id: str | None = None) -> None:
         """Drop cached state (all of it without an argument), e.g. after a reopen."""
@@ -214,7 +234,15 @@ class Rebuilder:
             result = SessionResult(session_id, "full")
             previous_mark = marks.read_mark(self.conn, session_id)
         known = len(state.spans.spans)
-        changed = feed(state, rows)
+        try:
+            changed = feed(state, rows)
+        except RetiredSpanNeeded:
+            # The cached state is dropped (it was popped above): read it all again.
+            result = self.rebuild(
+                session_id, flag_version=flag_version, defer_full_from=defer_full_from
+            )
+            result.reread = True
+            return result
         return self._finish(
             state, result, rows, known=known, changed=changed,
             previous_mark=previous_mark, flag_version=flag_version,
@@ -282,7 +310,7 @@ class Rebuilder:
                 gone_id = f"{session_id}/{raw_id}" if raw_id in state.owned_elsewhere else raw_id
                 if gone_id in state.stored:
                     diff.deletes.append(gone_id)
-        result.spans = len(state.spans.spans)
+        result.spans = state.spans.span_count
         result.upserted = len(diff.upserts) + len(diff.updates)
         result.deleted = len(diff.deletes)
         if diff or mark != previous_mark or flag_version is not None:
@@ -294,6 +322,7 @@ class Rebuilder:
             diff.apply_to(state.stored)
             if result.mode == "full":
                 state.stored = _keyed_by_span_ids(state.stored, state.spans.spans)
+            self._retire(state, stored_id)
             self._cache[session_id] = state
             self._cached_spans += len(state.spans.spans)
             while self._cache and (
@@ -302,6 +331,16 @@ class Rebuilder:
                 _, evicted = self._cache.popitem(last=False)
                 self._cached_spans -= len(evicted.spans.spans)
         return result
+
+    def _retire(self, state: SessionState, stored_id: Callable[[SpanBuilder], str] | None) -> None:
+        """Retire the cached session's finished spans, now and then (see RETIRE_MIN_SPANS)."""
+        live = len(state.spans.spans)
+        if live < max(self.retire_min_spans, state.retire_at):
+            return
+        for span in retire_spans(state.spans, state.tree):
+            state.stored.pop(span.span_id if stored_id is None else stored_id(span), None)
+        live = len(state.spans.spans)
+        state.retire_at = live + max(RETIRE_STEP, live // 4)
 
     def rebuild_prepared(self, prepared: PreparedSession) -> SessionResult:
         """Write a session that a worker read and built in full (see `store.prepare`).
@@ -598,6 +637,8 @@ class Tally:
     incremental: int = 0
     rewound: int = 0
     """Of the incremental ones, those that took rows in among events already fed."""
+    reread: int = 0
+    """Sessions read in full again because a row needed a retired span."""
     events: int = 0
     """Event rows read."""
     spans: int = 0
@@ -610,6 +651,7 @@ class Tally:
         self.vanished += result.mode == "vanished"
         self.incremental += result.mode == "incremental"
         self.rewound += result.rewound
+        self.reread += result.reread
         self.events += result.rows_read
         self.spans += result.spans
         self.spans_written += result.upserted
@@ -621,6 +663,7 @@ class Tally:
         self.vanished += other.vanished
         self.incremental += other.incremental
         self.rewound += other.rewound
+        self.reread += other.reread
         self.events += other.events
         self.spans += other.spans
         self.spans_written += other.spans_written

@@ -42,6 +42,8 @@ class SessionState:
     owned_elsewhere: dict[str, str]
     """Raw span ids another session owns (stored here under a namespaced id)."""
     skipped_rows: int
+    retire_at: int = 0
+    """Live spans at which to try `retire_spans` next (see `Rebuilder`)."""
 
 
 def feed_events(

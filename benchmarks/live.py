@@ -226,8 +226,10 @@ class Run:
                 "cpu_percent_of_one_core": round(100 * cpu / (ended - started), 1),
                 "peak_rss_mb_sampled": round(daemon.take_rss_peak(), 1),
                 "peak_rss_mb_since_start": round(daemon.hwm_mb(), 1),
+                "peak_rss_mb_by_10s": daemon.rss_by_window(started, ended),
             }
             out["daemon"]["write_lock"] = daemon.write_lock(started, ended)
+            out["daemon"]["cache"] = daemon.cache(started, ended)
             out["sampler"] = sampler_stats
             out["_commits"] = commits
         return out

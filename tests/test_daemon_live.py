@@ -99,6 +99,24 @@ def test_sessions_read_in_full_on_the_long_read_thread_give_the_same_spans(h: Ha
     assert not daemon.events("session rebuild failed")
 
 
+def test_long_sessions_let_go_of_finished_spans_and_their_rows_stay_right(h: Harness) -> None:
+    # Two sessions of a few thousand events: the daemon keeps in memory only
+    # the spans still in play (`engine.retire`) and goes on extending them.
+    writer = h.writer(sessions=2, rate=1500, duration=4, seed=5)
+    wait_until(lambda: has_events(h.db), what="the first events")
+    daemon = h.daemon(*FAST)
+    daemon.wait_for_log("ready")
+    stats = writer.finish()
+    assert stats["events"] > 4000
+    report = wait_verified(h.db)
+    spans = h.assert_spans_equal_fresh_rebuild()
+    assert report["spans"] == spans > 800
+    assert marks(h.db) == live_marks(h.db)
+    batches = daemon.events("batch")
+    assert sum(b["incremental"] for b in batches) >= 4
+    assert batches[-1]["cached_spans"] < spans // 2
+
+
 def test_a_session_that_never_stops_writing_is_still_rebuilt(h: Harness) -> None:
     make_store(h.db).close()
     # debounce_ms cannot exceed max_delay_ms; with both at 4 s, a session that

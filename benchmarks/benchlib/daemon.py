@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -92,6 +93,8 @@ class DaemonProcess:
         self.ps = psutil.Process(self.proc.pid)
         self.last_hwm_mb = 0.0
         self._rss_peak = 0.0
+        self.rss_samples: list[tuple[float, float]] = []
+        """(wall-clock time, RSS in MB) every 100 ms once `watch_rss` runs."""
         self._watching = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -122,7 +125,9 @@ class DaemonProcess:
         def loop() -> None:
             while not self._watching.wait(0.1):
                 try:
-                    self._rss_peak = max(self._rss_peak, self.rss_mb())
+                    rss = self.rss_mb()
+                    self._rss_peak = max(self._rss_peak, rss)
+                    self.rss_samples.append((time.time(), rss))
                     self.hwm_mb()
                 except psutil.Error:
                     return
@@ -130,10 +135,30 @@ class DaemonProcess:
         self._watcher = threading.Thread(target=loop, daemon=True)
         self._watcher.start()
 
+    def rss_by_window(self, start_s: float, end_s: float, window_s: float = 10.0) -> list[float]:
+        """Peak RSS (MB) sampled in each `window_s` between two wall-clock times."""
+        peaks: dict[int, float] = {}
+        for stamp, rss in self.rss_samples:
+            if start_s <= stamp <= end_s:
+                slot = int((stamp - start_s) // window_s)
+                peaks[slot] = max(peaks.get(slot, 0.0), rss)
+        return [round(peaks[slot], 1) for slot in sorted(peaks)]
+
     def take_rss_peak(self) -> float:
         """Highest RSS sampled since the last call (the window's peak), then reset it."""
         peak, self._rss_peak = max(self._rss_peak, self.rss_mb()), 0.0
         return peak
+
+    def _batches(self, start_s: float, end_s: float) -> Iterator[dict[str, Any]]:
+        """The daemon's `batch` log records between two wall-clock times."""
+        with self.log_path.open() as fh:
+            for line in fh:
+                if '"batch"' not in line:
+                    continue
+                record = json.loads(line)
+                stamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+                if record.get("event") == "batch" and start_s <= stamp.timestamp() <= end_s:
+                    yield record
 
     def write_lock(self, start_s: float, end_s: float) -> dict[str, Any]:
         """How the daemon held the store's write lock between two wall-clock times.
@@ -147,19 +172,12 @@ class DaemonProcess:
         commits = 0
         total_ms = 0.0
         per_commit: list[float] = []
-        with self.log_path.open() as fh:
-            for line in fh:
-                if '"batch"' not in line:
-                    continue
-                record = json.loads(line)
-                stamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
-                n = int(record.get("commits", 0))
-                if record.get("event") != "batch" or n == 0:
-                    continue
-                if start_s <= stamp.timestamp() <= end_s:
-                    commits += n
-                    total_ms += float(record["locked_ms"])
-                    per_commit.append(float(record["locked_ms"]) / n)
+        for record in self._batches(start_s, end_s):
+            n = int(record.get("commits", 0))
+            if n:
+                commits += n
+                total_ms += float(record["locked_ms"])
+                per_commit.append(float(record["locked_ms"]) / n)
         window_s = max(end_s - start_s, 1e-9)
         per_commit.sort()
         return {
@@ -167,6 +185,24 @@ class DaemonProcess:
             "commits_per_s": round(commits / window_s, 1),
             "held_ms_per_commit_p50": rounded(percentile(per_commit, 0.5)),
             "share": round(total_ms / 1000 / window_s, 4),
+        }
+
+    def cache(self, start_s: float, end_s: float) -> dict[str, Any]:
+        """The daemon's session cache between two times, from its `batch` log lines.
+
+        `cached_spans`: spans it held in memory after a batch (retired ones
+        not counted); `reread`: sessions read in full again because a row
+        needed a span it had retired.
+        """
+        cached: list[int] = []
+        reread = 0
+        for record in self._batches(start_s, end_s):
+            cached.append(int(record.get("cached_spans", 0)))
+            reread += int(record.get("reread", 0))
+        return {
+            "cached_spans_max": max(cached, default=0),
+            "cached_spans_last": cached[-1] if cached else 0,
+            "reread_sessions": reread,
         }
 
     def pause(self) -> None:

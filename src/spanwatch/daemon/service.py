@@ -331,6 +331,7 @@ class Daemon:
             sessions=report.sessions,
             incremental=report.incremental,
             rewound=report.rewound,
+            reread=report.reread,
             events=report.events,
             spans_written=report.spans_written,
             spans_deleted=report.spans_deleted,
@@ -341,6 +342,7 @@ class Daemon:
             ms=round(report.ms, 1),
             commits=report.commits,
             locked_ms=round(report.locked_ms, 2),
+            cached_spans=link.rebuilder.cached_spans,
         )
         return report
 

@@ -12,12 +12,14 @@ import asyncio
 import os
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
+from spanwatch.daemon import wakeups as wakeups_module
 from spanwatch.daemon.wakeups import StoreWakeups, WakeReason, Wakeup
 
 TIMEOUT_S = 10
@@ -257,3 +259,32 @@ async def test_falls_back_to_polling_when_file_events_fail(
 def test_poll_interval_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="poll_interval_ms"):
         StoreWakeups(tmp_path / "events.db", poll_interval_ms=0)
+
+
+async def test_a_quiet_store_is_watched_at_a_slower_pace_and_changes_still_wake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `_QUIET_AFTER_S` without changes the watch steps less often (idle
+    CPU), and stays so while nothing changes; a change still wakes, and
+    brings the short step back."""
+    monkeypatch.setattr(wakeups_module, "_QUIET_AFTER_S", 0.3)
+    monkeypatch.setattr(wakeups_module, "_DIRECTORY_CHECK_MS", 100)
+    db = tmp_path / "events.db"
+
+    def paces(logs: Sequence[Mapping[str, Any]]) -> list[int]:
+        return [log["step_ms"] for log in logs if log["event"] == "watching store files"]
+
+    short, slow = wakeups_module._STEP_MS, wakeups_module._QUIET_STEP_MS
+    with structlog.testing.capture_logs() as logs:
+        async with StoreWakeups(db, poll_fallback=False, poll_interval_ms=50) as wakeups:
+            await wait_for(wakeups, WakeReason.STARTED)
+            await wait_for(wakeups, WakeReason.STARTED)  # restarted: quiet
+            await asyncio.sleep(1.0)  # ten directory checks, nothing changed
+            assert paces(logs) == [short, slow]
+            touch(db)
+            assert (await wait_for(wakeups, WakeReason.FILES)).paths == {db}
+            await wait_for(wakeups, WakeReason.STARTED)  # restarted: changes again
+            touch(db)
+            assert (await wait_for(wakeups, WakeReason.FILES)).paths == {db}
+            # (quiet again, perhaps, before the second change: 0.3 s is short)
+            assert paces(logs)[:3] == [short, slow, short] and paces(logs)[-1] == short

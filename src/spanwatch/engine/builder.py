@@ -27,7 +27,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
@@ -107,20 +107,36 @@ class RetiredSpanNeeded(Exception):
 _RETIRED = SpanBuilder(span_id="", session_id="", order=-1, has_call=True, has_end=True)
 
 
+def _has_no_call(span: SpanBuilder) -> bool:
+    return not span.has_call
+
+
+def _has_no_end(span: SpanBuilder) -> bool:
+    return not span.has_end
+
+
 class _OpenIndex:
     """For each tool, the spans that may still match a lookup, by open order.
 
-    Entries go stale when a span stops matching; `latest` pops stale entries
-    off the top, so each entry is popped at most once per insertion. Each
-    order is listed at most once per tool: membership is looked up in the
-    sorted list itself (a set of (tool, order) beside it cost about 80 bytes
-    a span, kept for as long as the daemon caches the session).
+    A span matches while it has the tool and is `still_open` (has no call, or
+    no end, depending on the index). Entries go stale when a span stops
+    matching; `latest` pops stale entries off the top, so each entry is popped
+    at most once per insertion. Each order is listed at most once per tool:
+    membership is looked up in the sorted list itself (a set of (tool, order)
+    beside it cost about 80 bytes a span, kept for as long as the daemon
+    caches the session).
     """
 
-    __slots__ = ("_orders",)
+    __slots__ = ("_orders", "looked_up", "still_open")
 
-    def __init__(self) -> None:
+    def __init__(self, still_open: Callable[[SpanBuilder], bool]) -> None:
         self._orders: defaultdict[str, list[int]] = defaultdict(list)
+        self.still_open = still_open
+        self.looked_up = False
+        """Whether the session has looked a span up in this index (see `findable`)."""
+
+    def matches(self, span: SpanBuilder, tool: str) -> bool:
+        return span.tool == tool and self.still_open(span)
 
     def add(self, tool: str, order: int) -> bool:
         """Add an entry; False if it was there already."""
@@ -146,10 +162,10 @@ class _OpenIndex:
         """Undo `pop_stale` (the entry was the tool's newest)."""
         self._orders[tool].append(order)
 
-    def drop(self, orders: Collection[int], keep: Callable[[str, int], bool]) -> None:
-        """Remove the entries of `orders` but those `keep(tool, order)` says to keep."""
+    def drop_stale(self, spans: Mapping[int, SpanBuilder]) -> None:
+        """Remove the entries of `spans` (by order) that no longer match."""
         for tool, entries in self._orders.items():
-            entries[:] = [o for o in entries if o not in orders or keep(tool, o)]
+            entries[:] = [o for o in entries if o not in spans or self.matches(spans[o], tool)]
 
 
 #: The fields of a SpanBuilder that feeding changes.
@@ -159,6 +175,9 @@ _STATE_FIELDS = (
     "cost_usd_e6", "paths", "has_call", "has_end",
 )  # fmt: skip
 _state_of = attrgetter(*_STATE_FIELDS)
+#: Where a saved state holds what `start_ms` and `end_ms` are made of.
+_START_AT = (_STATE_FIELDS.index("hook_start_ms"), _STATE_FIELDS.index("call_start_ms"))
+_END_AT = (_STATE_FIELDS.index("hook_end_ms"), _STATE_FIELDS.index("result_end_ms"))
 
 #: One step of an event's undo: ("open", span) | ("state", span, fields) |
 #: ("add" or "pop", index, tool, order).
@@ -186,8 +205,9 @@ class SessionSpans:
         self._strings: dict[str, str] = {}
         """Tool names and paths, one string object each: every event brings its own
         copy, and a session names the same few tools and files over and over."""
-        self._without_call = _OpenIndex()
-        self._without_end = _OpenIndex()
+        self._without_call = _OpenIndex(_has_no_call)
+        self._without_end = _OpenIndex(_has_no_end)
+        self._indexes = (self._without_call, self._without_end)
         self._journal_events = journal_events
         self._journal: deque[tuple[Position, list[_Step]]] = deque()
         self._journal_floor: Position | None = None
@@ -197,9 +217,6 @@ class SessionSpans:
         self._retired = array("q")
         """`hash()` of each retired span's id, sorted (8 bytes a span)."""
         self.retired_count = 0
-        self._looked_up: set[str] = set()
-        """The lookups this session has made: "call" (latest span of a tool
-        without a call), "end" (without an end). See `findable`."""
 
     @property
     def span_count(self) -> int:
@@ -258,11 +275,9 @@ class SessionSpans:
                     orders.add(step[1].order)
                 elif what == "state":
                     orders.add(step[1].order)
-                    _, _, hook_start, hook_end, call_start, result_end = step[2][:6]
-                    for at in (
-                        hook_start if hook_start is not None else call_start,
-                        hook_end if hook_end is not None else result_end,
-                    ):
+                    saved = step[2]
+                    for first, then in _START_AT, _END_AT:  # as `start_ms`, `end_ms`
+                        at = saved[first] if saved[first] is not None else saved[then]
                         if at is not None and (lowest is None or at < lowest):
                             lowest = at
                 else:
@@ -280,13 +295,8 @@ class SessionSpans:
         gone = {span.order: span for span in spans}
         if not gone:
             return
-
-        def still_matches(index: _OpenIndex) -> Callable[[str, int], bool]:
-            field = "has_call" if index is self._without_call else "has_end"
-            return lambda tool, order: gone[order].tool == tool and not getattr(gone[order], field)
-
-        for index in (self._without_call, self._without_end):
-            index.drop(gone.keys(), still_matches(index))
+        for index in self._indexes:
+            index.drop_stale(gone)
         for order, span in gone.items():
             del self.spans[span.span_id]
             self.by_order[order] = _RETIRED
@@ -300,11 +310,8 @@ class SessionSpans:
         Sessions whose every event names its tool call never look spans up,
         and one that does, does it again: a span it may find is not retired.
         """
-        if span.tool is None:
-            return False
-        looked_up = self._looked_up
-        return (not span.has_call and "call" in looked_up) or (
-            not span.has_end and "end" in looked_up
+        return span.tool is not None and any(
+            index.looked_up and index.still_open(span) for index in self._indexes
         )
 
     def _check_not_retired(self, span_id: str) -> None:
@@ -478,10 +485,9 @@ class SessionSpans:
         if tool is None:
             return
         undo = self._undo
-        if not span.has_call and self._without_call.add(tool, span.order) and undo is not None:
-            undo.append(("add", self._without_call, tool, span.order))
-        if not span.has_end and self._without_end.add(tool, span.order) and undo is not None:
-            undo.append(("add", self._without_end, tool, span.order))
+        for index in self._indexes:
+            if index.still_open(span) and index.add(tool, span.order) and undo is not None:
+                undo.append(("add", index, tool, span.order))
 
     def _match(self, event: Event) -> SpanBuilder | None:
         """The reference's `match_span_id`: id, else open span of the tool, else last opened."""
@@ -502,24 +508,21 @@ class SessionSpans:
 
     def _find_open_without_call(self, tool: str) -> SpanBuilder | None:
         """Latest opened span of `tool` that has no ToolCall yet."""
-        self._looked_up.add("call")
-        return self._latest(self._without_call, tool, lambda span: not span.has_call)
+        return self._latest(self._without_call, tool)
 
     def _find_open_same_tool(self, tool: str) -> SpanBuilder | None:
         """Latest opened span of `tool` that has not ended."""
-        self._looked_up.add("end")
-        return self._latest(self._without_end, tool, lambda span: not span.has_end)
+        return self._latest(self._without_end, tool)
 
-    def _latest(
-        self, index: _OpenIndex, tool: str, still_open: Callable[[SpanBuilder], bool]
-    ) -> SpanBuilder | None:
+    def _latest(self, index: _OpenIndex, tool: str) -> SpanBuilder | None:
         """The newest span in `index` for `tool` that still matches, dropping stale ones."""
+        index.looked_up = True
         orders = index._orders.get(tool)
         while orders:
             span = self.by_order[orders[-1]]
             if span is _RETIRED:  # `retire` kept only entries that still match
                 raise RetiredSpanNeeded(f"the latest open span of {tool!r}")
-            if span.tool == tool and still_open(span):
+            if index.matches(span, tool):
                 return span
             index.pop_stale(tool)
             if self._undo is not None:

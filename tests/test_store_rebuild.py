@@ -16,6 +16,7 @@ from spanwatch.engine.events import EventKind as K
 from spanwatch.store import marks, session_state
 from spanwatch.store.connection import open_store
 from spanwatch.store.errors import StoreError
+from spanwatch.store.full_read import READ_PART_ROWS
 from spanwatch.store.rebuild import RETIRE_MIN_SPANS, Rebuilder
 from spanwatch.store.rebuild_all import rebuild_store
 from spanwatch.store.schema import SPAN_COLUMN_NAMES, ensure_schema
@@ -584,3 +585,39 @@ def test_the_span_budget_drops_the_least_recently_rebuilt_sessions_first(
         late = Event(f"s{n}", 50, 5000, K.MESSAGE, payload="{}")
         insert_events(conn, [late])
     assert [rb.rebuild(f"s{n}").mode for n in (1, 2, 0)] == ["incremental", "incremental", "full"]
+
+
+def test_a_long_session_read_whole_is_read_a_part_at_a_time(
+    store: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session of more than READ_PART_ROWS rows is never fetched with all its
+    payloads at once, on its first read nor when a late row sends a cached one
+    back to its start; its rows are those of a full rebuild either way."""
+    monkeypatch.setattr(session_state, "JOURNAL_EVENTS", 8)
+    path, conn = store
+    events = read_calls("s1", range(400))  # 800 rows
+    assert len(events) > READ_PART_ROWS
+    insert_events(conn, events)
+    rb = rebuilder(path)
+    statements: list[str] = []
+    rb.conn.set_trace_callback(statements.append)
+
+    def payload_reads(where: str) -> list[str]:
+        return [s for s in statements if "typeof(payload)" in s and f"FROM events {where}" in s]
+
+    def whole_reads() -> list[str]:  # not the read of the rows appended since (`id >`)
+        return [s for s in payload_reads("WHERE session_id") if "AND id >" not in s]
+
+    def part_reads() -> list[str]:
+        return payload_reads("WHERE id IN")
+
+    assert rb.rebuild("s1").mode == "full"
+    assert (len(whole_reads()), len(part_reads())) == (0, 2)
+    assert span_table(conn) == expected_rows(events)
+    statements.clear()
+    late = Event("s1", 5000, 1003, K.TOOL_CALL, tool="Grep", tool_call_id="late",
+                 payload='{"path": "/src/late.py"}')  # fmt: skip
+    insert_events(conn, [late])  # sorts before all but the first span: beyond the journal
+    assert rb.rebuild("s1").mode == "full"
+    assert (len(whole_reads()), len(part_reads())) == (0, 2)
+    assert span_table(conn) == expected_rows([*events, late])

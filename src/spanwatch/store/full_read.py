@@ -3,6 +3,8 @@
 The daemon reads a long session whose state is not in memory on a thread of
 its own (`spanwatch.daemon.long_reads`), so the other sessions go on being
 rebuilt meanwhile; `Rebuilder.rebuild_read` then diffs and writes it.
+`Rebuilder.rebuild` reads any session of more than READ_PART_ROWS rows this
+way too, on its own connection, whenever it needs all of its rows.
 """
 
 from __future__ import annotations

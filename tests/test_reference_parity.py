@@ -249,7 +249,8 @@ def test_long_reads_in_parts_leave_what_the_reference_writes(
 ) -> None:
     """The daemon's long-read path: `read_in_full` on a connection of its own,
     reading a few rows at a time, then `rebuild_read` diffing and writing, mixed
-    with ordinary (cached, incremental) rebuilds of the same sessions."""
+    with ordinary (cached, incremental) rebuilds of the same sessions, whose
+    whole reads go a few rows at a time too."""
     rows, batches = arrival
     directory = tmp_path_factory.mktemp("long-reads")
     db = directory / "daemon.db"

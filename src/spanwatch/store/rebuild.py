@@ -27,7 +27,7 @@ from spanwatch.engine import SessionSpans, SpanTree
 from spanwatch.engine.builder import Position, RetiredSpanNeeded, SpanBuilder
 from spanwatch.engine.records import SpanRecord
 from spanwatch.engine.retire import retire_spans
-from spanwatch.store import marks, session_state, triggers
+from spanwatch.store import full_read, marks, session_state, triggers
 from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import RetryHook, read_snapshot, write_transaction
 from spanwatch.store.events import (
@@ -37,7 +37,7 @@ from spanwatch.store.events import (
     load_rows_by_seq,
     load_session_rows,
 )
-from spanwatch.store.full_read import READ_PART_ROWS, FullRead, LongFullRead, read_in_full
+from spanwatch.store.full_read import FullRead, LongFullRead, read_in_full
 from spanwatch.store.marks import SessionMark
 from spanwatch.store.prepare import PreparedSession
 from spanwatch.store.schema import events_shape
@@ -539,8 +539,8 @@ class Rebuilder:
         """New rows only when the session just grew past what was seen; else all rows.
 
         All rows of a session with at least `defer_full_from` rows: `LongFullRead`.
-        With `in_parts`, all rows of a session of more than READ_PART_ROWS rows:
-        `_ReadInParts`.
+        With `in_parts`, all rows of a session of more than
+        `full_read.READ_PART_ROWS` rows: `_ReadInParts`.
         """
         if mark.row_count == 0:
             return SessionRows(), False
@@ -554,7 +554,7 @@ class Rebuilder:
                 return rows, True
         if defer_full_from is not None and mark.row_count >= defer_full_from:
             raise LongFullRead(session_id)
-        if in_parts and mark.row_count > READ_PART_ROWS:
+        if in_parts and mark.row_count > full_read.READ_PART_ROWS:
             raise _ReadInParts
         return load_session_rows(self.conn, self.shape, session_id), False
 

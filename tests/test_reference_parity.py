@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spanwatch.store.full_read as full_read_module
+import spanwatch.store.resume as resume_module
 from payload_texts import PayloadWriter
 from reference_rust import (
     SpanDump,
@@ -197,18 +198,25 @@ UNREADABLE = st.sampled_from(
 
 
 @st.composite
-def batched_arrivals(draw: st.DrawFn) -> tuple[list[Row], list[list[Row]]]:
-    """Several sessions' events, a few rows unreadable, arriving in batches,
-    in order or shuffled."""
+def batched_arrivals(
+    draw: st.DrawFn, max_events: int = 40, late_rows: bool = False
+) -> tuple[list[Row], list[list[Row]]]:
+    """Several sessions' events, a few rows unreadable, arriving in batches, in order
+    or shuffled; with `late_rows`, in order but for a few rows each held back a little."""
     rows: list[Row] = []
-    for drawn in draw(several_sessions()):
+    for drawn in draw(several_sessions(max_events)):
         event = replace(drawn, cost_usd_e6=draw(COLLIDING_COSTS))
         if draw(st.integers(0, 15)) == 0:
             column, value = draw(UNREADABLE)
             rows.append(event_row(event) | {column: value})
         else:
             rows.append(event)
-    arrival = draw(st.permutations(rows)) if draw(st.booleans()) else rows
+    if late_rows and rows:
+        arrival = list(rows)
+        for at in draw(st.lists(st.integers(0, len(rows) - 1), max_size=4)):
+            arrival.insert(min(len(arrival), at + draw(st.integers(1, 8))), arrival.pop(at))
+    else:
+        arrival = draw(st.permutations(rows)) if draw(st.booleans()) else rows
     cuts = sorted(draw(st.lists(st.integers(0, len(arrival)), max_size=6)))
     batches, previous = [], 0
     for cut in [*cuts, len(arrival)]:
@@ -228,6 +236,51 @@ def test_daemon_batches_leave_what_the_reference_writes(
     directory = tmp_path_factory.mktemp("batches")
     daemon_batches(directory / "daemon.db", batches, journal)
     assert_same(reference_of(directory, events), dump_spans(directory / "daemon.db"), events)
+
+
+@PARITY
+@given(
+    arrival=batched_arrivals(max_events=80, late_rows=True),
+    knobs=st.tuples(
+        st.sampled_from([1, 2, 4]), st.sampled_from([0, 1, 3]), st.sampled_from([0, 2])
+    ),
+)
+def test_sessions_resumed_from_stored_rows_leave_what_the_reference_writes(
+    reference: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    arrival: Any,
+    knobs: tuple[int, int, int],
+) -> None:
+    """A daemon that lost its cache before each batch (a restart, say): every
+    session is resumed from its stored spans and the rows after a resume point
+    (`store.resume`) wherever that checks out, with resume points as close to
+    the stored times as can be (`knobs`: spans kept after it, margin, age of
+    the open spans it must not pass), so that hidden calls and results,
+    lookups and late rows reach back before them; else it is read in full."""
+    keep, margin, open_age = knobs
+    rows, batches = arrival
+    directory = tmp_path_factory.mktemp("resumed")
+    db = directory / "daemon.db"
+    create_store(db)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resume_module, "RESUME_MIN_ROWS", 1)
+        patch.setattr(resume_module, "RESUME_KEEP_SPANS", (keep, 3 * keep))
+        patch.setattr(resume_module, "RESUME_MARGIN_MS", margin)
+        patch.setattr(resume_module, "RESUME_OPEN_AGE", open_age)
+        link = StoreLink(
+            db, log=_Log(), busy_timeout_ms=5000, write_retry_max_s=5, cache_sessions=8
+        )
+        try:
+            for batch in batches:
+                insert_events(db, batch)
+                assert link.changed()
+                dirty = link.new_rows()
+                link.rebuilder.forget()
+                report = link.rebuild(sorted(dirty))
+                assert not report.failed and not report.busy
+        finally:
+            link.close()
+    assert_same(reference_of(directory, rows), dump_spans(db), rows)
 
 
 def _session_of(row: Row) -> str:

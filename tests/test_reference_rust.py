@@ -770,11 +770,11 @@ def small_tokens(event: Event) -> Event:
 
 
 @st.composite
-def several_sessions(draw: st.DrawFn) -> list[Event]:
+def several_sessions(draw: st.DrawFn, max_events: int = 40) -> list[Event]:
     """tests/strategies.py streams, one or two sessions; ids kept apart across sessions."""
     streams = draw(
         st.lists(
-            event_streams(),
+            event_streams(max_events=max_events),
             min_size=1,
             max_size=2,
             unique_by=lambda s: s[0].session_id if s else None,

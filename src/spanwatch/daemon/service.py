@@ -332,6 +332,7 @@ class Daemon:
             incremental=report.incremental,
             rewound=report.rewound,
             reread=report.reread,
+            resumed=report.resumed,
             events=report.events,
             spans_written=report.spans_written,
             spans_deleted=report.spans_deleted,

@@ -127,13 +127,16 @@ class _OpenIndex:
     caches the session).
     """
 
-    __slots__ = ("_orders", "looked_up", "still_open")
+    __slots__ = ("_orders", "hidden", "looked_up", "still_open")
 
     def __init__(self, still_open: Callable[[SpanBuilder], bool]) -> None:
         self._orders: defaultdict[str, list[int]] = defaultdict(list)
         self.still_open = still_open
         self.looked_up = False
         """Whether the session has looked a span up in this index (see `findable`)."""
+        self.hidden: frozenset[str] | None = frozenset()
+        """Tools of which a span from before the resume point may match (None: any
+        tool), in an engine started by `SessionSpans.resume_after`."""
 
     def matches(self, span: SpanBuilder, tool: str) -> bool:
         return span.tool == tool and self.still_open(span)
@@ -303,6 +306,35 @@ class SessionSpans:
         hashes = (hash(span.span_id) for span in gone.values())
         self._retired = array("q", sorted(chain(self._retired, hashes)))
         self.retired_count += len(gone)
+
+    def resume_after(
+        self,
+        ids_before: Iterable[str],
+        spans_before: int,
+        floor: Position,
+        open_tools_before: Iterable[str],
+    ) -> None:
+        """Start this fresh engine as if the events before a cut had been fed and retired.
+
+        The caller (`store.resume`) knows the spans those events opened from
+        their stored rows: `spans_before` of them, with ids among `ids_before`
+        (more ids do no harm), all closed to what comes after the cut (see
+        `engine.resume`), those without an end being of `open_tools_before`;
+        `floor` sorts after every event before the cut. The events after it
+        are then fed as usual. One that may need a span from before the cut
+        raises `RetiredSpanNeeded` as a retired span's would: it names its
+        id, falls back on the latest span when none was opened since, or looks
+        up an open span, finds none opened since, and one from before may
+        match: a span without an end of the same tool, or one without a call
+        (which stored rows do not tell).
+        """
+        assert not self.by_order, "resume_after needs a fresh engine"
+        self.by_order = [_RETIRED] * spans_before
+        self._retired = array("q", sorted({hash(span_id) for span_id in ids_before}))
+        self.retired_count = spans_before
+        self._journal_floor = floor
+        self._without_call.hidden = None
+        self._without_end.hidden = frozenset(open_tools_before)
 
     def findable(self, span: SpanBuilder) -> bool:
         """Whether a lookup of a kind this session makes may still find `span`.
@@ -527,6 +559,8 @@ class SessionSpans:
             index.pop_stale(tool)
             if self._undo is not None:
                 self._undo.append(("pop", index, tool, span.order))
+        if index.hidden is None or tool in index.hidden:
+            raise RetiredSpanNeeded(f"an open span of {tool!r} from before the resume point")
         return None
 
 

@@ -79,10 +79,14 @@ def load_session_rows(
     *,
     after_id: int | None = None,
     by_rowid: bool = False,
+    from_ts: int | None = None,
+    up_to_id: int | None = None,
 ) -> SessionRows:
     """The session's rows, events in the reference's order (ts_ms, seq), in one statement.
 
-    With `after_id`, only rows appended after that rowid are read. The rows
+    With `after_id`, only rows appended after that rowid are read; with
+    `from_ts` and `up_to_id`, only rows at that ts_ms or later, up to that
+    rowid (a resumed session's, see `store.resume`). The rows
     are sorted here rather than by `ORDER BY ts_ms, seq`: SQLite would copy
     every row, payload and all, through a sorter first. Only valid rows are
     sorted, and their ts_ms and seq are integers, which order as SQLite's do.
@@ -98,6 +102,9 @@ def load_session_rows(
     elif after_id is not None:
         sql += " AND id > ?"
         params = (session_id, after_id)
+    elif from_ts is not None and up_to_id is not None:
+        sql += " AND ts_ms >= ? AND id <= ?"
+        params = (session_id, from_ts, up_to_id)
     rows = convert_rows(_drain(fetch_all(conn, sql, params)))
     rows.events.sort(key=_load_order)
     return rows

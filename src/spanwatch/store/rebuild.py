@@ -18,16 +18,16 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 
-from spanwatch.engine import SessionSpans, SpanTree
+from spanwatch.engine import SessionSpans
 from spanwatch.engine.builder import Position, RetiredSpanNeeded, SpanBuilder
-from spanwatch.engine.records import SpanRecord
 from spanwatch.engine.retire import retire_spans
 from spanwatch.store import full_read, marks, session_state, triggers
+from spanwatch.store import resume as store_resume
 from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import RetryHook, read_snapshot, write_transaction
 from spanwatch.store.events import (
@@ -39,7 +39,9 @@ from spanwatch.store.events import (
 )
 from spanwatch.store.full_read import FullRead, LongFullRead, read_in_full
 from spanwatch.store.marks import SessionMark
+from spanwatch.store.owners import claimed_elsewhere, stored_id_for
 from spanwatch.store.prepare import PreparedSession
+from spanwatch.store.resume import resumed_state
 from spanwatch.store.schema import events_shape
 from spanwatch.store.session_state import SessionState, feed, fresh_state, position
 
@@ -86,6 +88,9 @@ class SessionResult:
     engine undid those events and fed them again with the new rows."""
     reread: bool = False
     """Full, because a new row needed a span the cached state had retired."""
+    resumed: bool = False
+    """Incremental from a state rebuilt from the stored spans and the latest rows
+    (`store.resume`), the session having no cached state."""
 
 
 @dataclass(slots=True)
@@ -195,8 +200,13 @@ class Rebuilder:
         *,
         flag_version: int | None = None,
         defer_full_from: int | None = None,
+        resume: bool = True,
     ) -> SessionResult:
         """Bring the session's stored spans up to date with its events.
+
+        With a cache, a long session without cached state is resumed from its
+        stored spans and latest rows (`store.resume`) where that checks out,
+        rather than read in full; `resume=False` forbids it.
 
         `defer_full_from`: rather than read the session in full when it has at
         least this many rows, raise `LongFullRead` (its cached state is then
@@ -214,8 +224,13 @@ class Rebuilder:
             cached = None
         rewind_to: Position | None = None
         removed: list[SpanBuilder] = []
+        resumed: tuple[SessionState, int] | None = None
         try:
             with read_snapshot(self.conn):
+                if cached is None and resume and flag_version is None:
+                    resumed = self._resume(session_id)
+                    if resumed is not None:
+                        cached = resumed[0]
                 appended = self._read_appended(session_id, cached) if cached is not None else None
                 if appended is not None:
                     rows, mark, rewind_to = appended
@@ -232,7 +247,7 @@ class Rebuilder:
             return self._vanish(session_id, flag_version)
         if extended and cached is not None:
             state = cached
-            result = SessionResult(session_id, "incremental")
+            result = SessionResult(session_id, "incremental", resumed=resumed is not None)
             previous_mark: SessionMark | None = cached.mark
             state.mark = mark
             if rewind_to is not None:
@@ -251,14 +266,34 @@ class Rebuilder:
         except RetiredSpanNeeded:
             # The cached state is dropped (it was popped above): read it all again.
             result = self.rebuild(
-                session_id, flag_version=flag_version, defer_full_from=defer_full_from
+                session_id,
+                flag_version=flag_version,
+                defer_full_from=defer_full_from,
+                resume=False,
             )
             result.reread = True
             return result
-        return self._finish(
+        result = self._finish(
             state, result, rows, known=known, changed=changed,
             previous_mark=previous_mark, flag_version=flag_version,
             gone=[s.span_id for s in removed if s.span_id not in state.spans.spans],
+        )  # fmt: skip
+        if resumed is not None:
+            result.rows_read += resumed[1]
+        return result
+
+    def _resume(self, session_id: str) -> tuple[SessionState, int] | None:
+        """A state for a session not in the cache, from its stored spans and latest
+        rows (`store.resume`), and the rows read for it; None where that does not
+        check out, or without a cache (a one-shot rebuild reads every row)."""
+        if self.cache_sessions <= 0:
+            return None
+        return resumed_state(
+            self.conn, self.shape, session_id,
+            journal_events=session_state.JOURNAL_EVENTS,
+            keeps=store_resume.RESUME_KEEP_SPANS,
+            min_rows=store_resume.RESUME_MIN_ROWS,
+            margin_ms=store_resume.RESUME_MARGIN_MS,
         )  # fmt: skip
 
     def rebuild_read(self, read: FullRead) -> SessionResult:
@@ -304,11 +339,11 @@ class Rebuilder:
         result.token_notes = rows.token_notes
 
         new_ids = list(islice(state.spans.spans, known, None))
-        result.collisions = _claimed_elsewhere(
+        result.collisions = claimed_elsewhere(
             self.conn, session_id, new_ids, stored=state.stored,
             owned_elsewhere=state.owned_elsewhere, pending_owners=self._pending_owners,
         )  # fmt: skip
-        stored_id = _stored_id_for(session_id, state.owned_elsewhere)
+        stored_id = stored_id_for(session_id, state.owned_elsewhere)
         if built is not None and stored_id is None:
             diff = span_rows.diff_built_rows(state.stored, built)
         else:
@@ -333,7 +368,7 @@ class Rebuilder:
         if self.cache_sessions > 0:
             diff.apply_to(state.stored)
             if result.mode == "full":
-                state.stored = _keyed_by_span_ids(state.stored, state.spans.spans)
+                state.stored = span_rows.keyed_by_span_ids(state.stored, state.spans.spans)
             self._retire(state, stored_id)
             self._cache[session_id] = state
             self._cached_spans += len(state.spans.spans)
@@ -367,7 +402,7 @@ class Rebuilder:
         if self.fresh:
             return self._write_fresh(prepared)
         stored = span_rows.stored_fingerprints(self.conn, session_id)
-        if _claimed_elsewhere(
+        if claimed_elsewhere(
             self.conn, session_id, prepared.span_ids, stored=stored,
             owned_elsewhere={}, pending_owners=self._pending_owners,
         ):  # fmt: skip
@@ -570,81 +605,6 @@ class _SpansWrittenElsewhere(Exception):
     """In a fresh rebuild, another process wrote spans to the store."""
 
 
-def session_records(
-    conn: sqlite3.Connection,
-    session_id: str,
-    session: SessionSpans,
-    stored: Container[str],
-) -> tuple[list[SpanRecord], list[tuple[str, str]]]:
-    """The session's records as they are to be stored, and the span-id collisions."""
-    owned_elsewhere: dict[str, str] = {}
-    collisions = _claimed_elsewhere(
-        conn, session_id, session.spans, stored=stored, owned_elsewhere=owned_elsewhere
-    )
-    tree = SpanTree()
-    tree.update(session.spans, ())
-    return tree.records(stored_id=_stored_id_for(session_id, owned_elsewhere)), collisions
-
-
-def _claimed_elsewhere(
-    conn: sqlite3.Connection,
-    session_id: str,
-    span_ids: Iterable[str],
-    *,
-    stored: Container[str],
-    owned_elsewhere: dict[str, str],
-    pending_owners: dict[str, str] | None = None,
-) -> list[tuple[str, str]]:
-    """Find which of `span_ids` another session already owns; add them to `owned_elsewhere`.
-
-    Span ids are the table's primary key across sessions. A resumed session
-    repeats the ids of the one it resumes: the first owner keeps its row and
-    the newcomer's span is stored as `<session_id>/<span_id>` (DESIGN.md).
-    Ids stored by this session already are its own.
-    """
-    unknown = [span_id for span_id in span_ids if span_id not in stored]
-    owners = span_rows.owners(conn, unknown)
-    if pending_owners:  # written by this rebuild, not committed yet
-        owners.update((i, pending_owners[i]) for i in unknown if i in pending_owners)
-    found = sorted((span_id, owner) for span_id, owner in owners.items() if owner != session_id)
-    owned_elsewhere.update(found)
-    return found
-
-
-def _keyed_by_span_ids(
-    stored: dict[str, span_rows.Fingerprint], spans: Iterable[str]
-) -> dict[str, span_rows.Fingerprint]:
-    """`stored` again, keyed by the engine's own span id strings where they are equal.
-
-    Stored rows read from the table bring a copy of every span id (about 80
-    bytes each); a cached session keeps one. Ids of no span (a namespaced id,
-    a row to delete) keep their own.
-    """
-    out: dict[str, span_rows.Fingerprint] = {}
-    for span_id in spans:
-        found = stored.get(span_id)
-        if found is not None:
-            out[span_id] = found
-    if len(out) != len(stored):
-        for span_id, found in stored.items():
-            out.setdefault(span_id, found)
-    return out
-
-
-def _stored_id_for(
-    session_id: str, owned_elsewhere: dict[str, str]
-) -> Callable[[SpanBuilder], str] | None:
-    if not owned_elsewhere:
-        return None
-
-    def stored_id(span: SpanBuilder) -> str:
-        if span.span_id in owned_elsewhere:
-            return f"{session_id}/{span.span_id}"
-        return span.span_id
-
-    return stored_id
-
-
 @dataclass(slots=True)
 class Tally:
     """Counts over many session rebuilds: a one-shot rebuild's, a daemon batch's."""
@@ -657,6 +617,8 @@ class Tally:
     """Of the incremental ones, those that took rows in among events already fed."""
     reread: int = 0
     """Sessions read in full again because a row needed a retired span."""
+    resumed: int = 0
+    """Sessions without cached state resumed from their stored spans (`store.resume`)."""
     events: int = 0
     """Event rows read."""
     spans: int = 0
@@ -670,6 +632,7 @@ class Tally:
         self.incremental += result.mode == "incremental"
         self.rewound += result.rewound
         self.reread += result.reread
+        self.resumed += result.resumed
         self.events += result.rows_read
         self.spans += result.spans
         self.spans_written += result.upserted
@@ -682,6 +645,7 @@ class Tally:
         self.incremental += other.incremental
         self.rewound += other.rewound
         self.reread += other.reread
+        self.resumed += other.resumed
         self.events += other.events
         self.spans += other.spans
         self.spans_written += other.spans_written

@@ -127,20 +127,27 @@ def _tagged(value: object) -> list[str]:
     return [type(value).__name__, repr(value)]
 
 
-def stored_fingerprints(conn: sqlite3.Connection, session_id: str) -> dict[str, Fingerprint]:
-    """`fingerprint` of each of the session's stored rows, by span id.
+def stored_fingerprints(
+    conn: sqlite3.Connection, session_id: str, *, from_ms: int | None = None
+) -> dict[str, Fingerprint]:
+    """`fingerprint` of each of the session's stored rows, by span id (with `from_ms`,
+    of those that start or end at that time or later).
 
     The paths part describes the span's rows in tool_span_paths as they are,
     not its paths_json: where another program added, removed or damaged path
     rows, they differ, and the diff rewrites them as the reference's
     delete-and-insert of every span's paths would.
     """
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?", (session_id,))
-    found = {row[0]: fingerprint(row) for row in rows}
+    params: tuple[object, ...] = (session_id,)
+    rows_sql, paths_sql = _SESSION_ROWS, _SESSION_PATHS
+    if from_ms is not None:
+        params = (session_id, from_ms, from_ms)
+        rows_sql, paths_sql = _SESSION_ROWS_FROM, _SESSION_PATHS_FROM
+    found = {row[0]: fingerprint(row) for row in conn.execute(rows_sql, params)}
     if not found:
         return found
     paths: dict[object, list[object]] = {}
-    for span_id, path in fetch_all(conn, _SESSION_PATHS, (session_id,)):
+    for span_id, path in fetch_all(conn, paths_sql, params):
         paths.setdefault(span_id, []).append(path)
     for span_id, packed in found.items():
         actual = _pack(0, _paths_hash(paths.get(span_id, [])), 0)
@@ -150,9 +157,19 @@ def stored_fingerprints(conn: sqlite3.Connection, session_id: str) -> dict[str, 
     return found
 
 
+_SESSION_ROWS = f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?"
+_SESSION_ROWS_FROM = (
+    f"SELECT {_COLUMNS} FROM tool_spans "
+    "WHERE session_id = ? AND (started_at_ms >= ? OR ended_at_ms >= ?)"
+)
 _SESSION_PATHS = (
     "SELECT p.span_id, p.path FROM tool_span_paths AS p "
     "JOIN tool_spans AS t ON t.span_id = p.span_id WHERE t.session_id = ?"
+)
+_SESSION_PATHS_FROM = (
+    "SELECT p.span_id, p.path FROM tool_span_paths AS p "
+    "JOIN tool_spans AS t ON t.span_id = p.span_id "
+    "WHERE t.session_id = ? AND (t.started_at_ms >= ? OR t.ended_at_ms >= ?)"
 )
 
 
@@ -356,6 +373,26 @@ def delete_session_spans(conn: sqlite3.Connection, session_id: str) -> int:
         (session_id,),
     )
     return conn.execute("DELETE FROM tool_spans WHERE session_id = ?", (session_id,)).rowcount
+
+
+def keyed_by_span_ids(
+    stored: dict[str, Fingerprint], spans: Iterable[str]
+) -> dict[str, Fingerprint]:
+    """`stored` again, keyed by the engine's own span id strings where they are equal.
+
+    Stored rows read from the table bring a copy of every span id (about 80
+    bytes each); a cached session keeps one. Ids of no span (a namespaced id,
+    a row to delete) keep their own.
+    """
+    out: dict[str, Fingerprint] = {}
+    for span_id in spans:
+        found = stored.get(span_id)
+        if found is not None:
+            out[span_id] = found
+    if len(out) != len(stored):
+        for span_id, found in stored.items():
+            out.setdefault(span_id, found)
+    return out
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

@@ -17,7 +17,7 @@ from spanwatch.store import marks
 from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import read_snapshot
 from spanwatch.store.events import load_session_rows
-from spanwatch.store.rebuild import session_records
+from spanwatch.store.owners import session_records
 from spanwatch.store.schema import SPAN_COLUMN_NAMES, EventsShape
 
 

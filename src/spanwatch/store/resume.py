@@ -1,0 +1,193 @@
+"""A session's engine state rebuilt from its stored spans and its latest events.
+
+When the daemon has no state for a long session (it just started, or let the
+session go), the session's next change would mean reading every row of it,
+payloads and all. Its stored spans and watermark already say what those rows
+made. `resumed_state` reads the stored spans' times, picks a resume point T
+(`engine.resume`), and feeds only the rows at T or later, as they were at the
+stored watermark, to an engine that knows the spans before T only by their
+ids. The state it returns is then what a cached state would be at that
+watermark, and the new rows are fed to it the ordinary way.
+
+Nothing here trusts more than it checks. The rows up to the watermark must be
+as they were (none deleted), the stored spans as many as the watermark says,
+and every span the engine builds from the rows after T must equal its stored
+row, with no stored span after T left unbuilt.
+Anything else, or an event that reaches back before T (`RetiredSpanNeeded`),
+returns None, and the caller reads the session in full as before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from spanwatch.engine.builder import RetiredSpanNeeded
+from spanwatch.engine.resume import resume_point
+from spanwatch.store import spans as span_rows
+from spanwatch.store.connection import fetch_all
+from spanwatch.store.events import load_session_rows
+from spanwatch.store.marks import SessionMark
+from spanwatch.store.owners import claimed_elsewhere, stored_id_for
+from spanwatch.store.schema import EventsShape
+from spanwatch.store.session_state import SessionState, feed, fresh_state
+
+#: Sessions with fewer rows at their watermark are read in full: that is cheap.
+RESUME_MIN_ROWS = 1_000
+
+#: Spans the resumed engine is given at least (about 5 rows each): a first
+#: try, and one further back if an event after the first point reached before it.
+RESUME_KEEP_SPANS = (64, 512)
+
+#: The resume point goes before every span still open among this many latest
+#: ones (a tool still running). An older one is most likely an interrupted tool;
+#: should it end after all, that costs the full read the resume saved.
+RESUME_OPEN_AGE = 128
+
+#: How far the resume point keeps from the stored times on either side (see
+#: `engine.resume`): a tool call's hidden events are milliseconds from its hooks.
+RESUME_MARGIN_MS = 1_000
+
+#: Sorts after every seq: the journal floor (T - 1, this) lets no event before T be rewound to.
+_AFTER_ANY_SEQ = 2**64
+
+
+def resumed_state(
+    conn: sqlite3.Connection,
+    shape: EventsShape,
+    session_id: str,
+    *,
+    journal_events: int,
+    keeps: Iterable[int] = RESUME_KEEP_SPANS,
+    min_rows: int = RESUME_MIN_ROWS,
+    margin_ms: int = RESUME_MARGIN_MS,
+) -> tuple[SessionState, int] | None:
+    """The session's state at its stored watermark, from its latest rows only, and the
+    rows read for it; or None.
+
+    Tries a resume point for each of `keeps` (spans kept after it) in turn.
+    Call inside a read snapshot: the watermark, the stored spans and the rows
+    must be of one moment.
+    """
+    stored = _stored_figures(conn, session_id)
+    if stored is None:
+        return None
+    mark, span_count, skipped_rows = stored
+    if type(mark.max_seq) is not int or mark.row_count < min_rows:
+        return None
+    if _rows_up_to(conn, session_id, mark.max_id) != (mark.row_count, mark.max_seq):
+        return None  # rows deleted or changed since: the reconcile's full read
+    times: list[tuple[Any, ...]] = fetch_all(
+        conn,
+        "SELECT span_id, started_at_ms, ended_at_ms, tool FROM tool_spans WHERE session_id = ?",
+        (session_id,),
+    )
+    if len(times) != span_count:
+        return None
+    tried = None
+    for keep in keeps:
+        point = resume_point(
+            ((row[1], row[2]) for row in times),
+            keep=keep,
+            open_age=RESUME_OPEN_AGE,
+            margin=margin_ms,
+        )
+        if point is None:
+            return None
+        if point != tried:
+            tried = point
+            resumed = _state_after(
+                conn, shape, mark, times,
+                cut=point[0], spans_before=point[1], journal_events=journal_events,
+            )  # fmt: skip
+            if resumed is not None:
+                resumed[0].skipped_rows = skipped_rows  # all of them, not those after the point
+                return resumed
+    return None
+
+
+def _state_after(
+    conn: sqlite3.Connection,
+    shape: EventsShape,
+    mark: SessionMark,
+    times: list[tuple[Any, ...]],
+    *,
+    cut: int,
+    spans_before: int,
+    journal_events: int,
+) -> tuple[SessionState, int] | None:
+    """The state at `mark` from the rows at `cut` or later, checked against the stored
+    rows, and the rows read; None if an event reached before `cut` or a span differs."""
+    session_id = mark.session_id
+    before_rows = [row for row in times if _before(row, cut)]
+    before = {str(row[0]) for row in before_rows}
+    open_tools = {str(row[3]) for row in before_rows if row[2] is None and row[3] is not None}
+    after = {str(row[0]) for row in times} - before
+    ids_before = before | {_raw_id(session_id, span_id) for span_id in before}
+    if "tool_call_id" in shape.columns:
+        ids_before.update(
+            str(row[0])
+            for row in fetch_all(
+                conn,
+                "SELECT DISTINCT tool_call_id FROM events WHERE session_id = ? AND ts_ms < ? "
+                "AND tool_call_id IS NOT NULL",
+                (session_id, cut),
+            )
+        )
+    rows = load_session_rows(conn, shape, session_id, from_ts=cut, up_to_id=mark.max_id)
+    state = fresh_state(mark, journal_events)
+    state.spans.resume_after(ids_before, spans_before, (cut - 1, _AFTER_ANY_SEQ), open_tools)
+    try:
+        feed(state, rows)
+    except RetiredSpanNeeded:
+        return None
+    fingerprints = span_rows.stored_fingerprints(conn, session_id, from_ms=cut)
+    if fingerprints.keys() != after:
+        return None
+    owned: dict[str, str] = {}
+    claimed_elsewhere(
+        conn, session_id, state.spans.spans, stored=fingerprints, owned_elsewhere=owned
+    )
+    records = state.tree.records(stored_id=stored_id_for(session_id, owned))
+    if span_rows.diff_rows(fingerprints, records, complete=True):
+        return None
+    state.stored = span_rows.keyed_by_span_ids(fingerprints, state.spans.spans)
+    state.owned_elsewhere = owned
+    return state, rows.row_count
+
+
+def _stored_figures(
+    conn: sqlite3.Connection, session_id: str
+) -> tuple[SessionMark, int, int] | None:
+    """The stored watermark, span count and skipped rows of the session."""
+    row = conn.execute(
+        "SELECT max_seq, row_count, max_id, span_count, skipped_rows "
+        "FROM spanwatch_sessions WHERE session_id = ?",
+        (session_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return SessionMark(session_id, row[0], row[1], row[2]), row[3], row[4]
+
+
+def _rows_up_to(conn: sqlite3.Connection, session_id: str, max_id: int) -> tuple[int, object]:
+    ((count, max_seq),) = fetch_all(
+        conn,
+        "SELECT count(*), max(seq) FROM events WHERE session_id = ? AND id <= ?",
+        (session_id, max_id),
+    )
+    return int(count), max_seq
+
+
+def _before(row: tuple[Any, ...], cut: int) -> bool:
+    """Whether a stored span's times lie before the resume point (`resume_point` made
+    sure that either all of them do or none)."""
+    times: list[int] = [t for t in row[1:3] if t is not None]
+    return min(times) < cut
+
+
+def _raw_id(session_id: str, span_id: str) -> str:
+    """The engine's id of a span stored under a namespaced id (see `store.owners`)."""
+    prefix = f"{session_id}/"
+    return span_id[len(prefix) :] if span_id.startswith(prefix) else span_id

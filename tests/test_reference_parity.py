@@ -5,7 +5,8 @@ tests/test_reference_rust.py compares one-shot rebuilds of fresh stores with
 the reference. Here the rows spanwatch leaves are those of the paths that do
 not start from an empty table: the daemon's store link fed rows in batches
 (cached sessions extended by appended rows, full reads when rows arrive out
-of order), a rebuild over rows written before, and `rebuild --jobs 2` (worker
+of order, sessions resumed from their stored spans after the cache is lost),
+a rebuild over rows written before, and `rebuild --jobs 2` (worker
 processes). Each must leave, column for column and storage class for storage
 class, what the reference writes for the final events. And payload texts
 written character by character (tests/payload_texts.py), hundreds to a store,

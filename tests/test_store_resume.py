@@ -168,31 +168,25 @@ def test_a_long_session_without_cached_state_is_resumed_from_its_latest_rows(
     _same_as_a_full_rebuild(path, tmp_path)
 
 
-def test_a_session_whose_stored_spans_were_changed_elsewhere_is_read_in_full(
-    tmp_path: Path, session_rows: list[EventRow]
-) -> None:
-    path = tmp_path / "events.db"
-    split = len(session_rows) * 9 // 10
-    conn = _store_rebuilt_up_to(path, session_rows[:split])
-    # Another program deletes an early span: the stored spans no longer match the
-    # watermark's count, and resuming would leave the row missing for good.
-    conn.execute(
+@pytest.mark.parametrize(
+    "change",
+    [
+        # Another program deletes an early span: the stored spans no longer match
+        # the watermark's count, and resuming would leave the row missing for good.
         "DELETE FROM tool_spans WHERE span_id = "
-        "(SELECT span_id FROM tool_spans ORDER BY started_at_ms LIMIT 1)"
-    )
-    insert_rows(conn, (row._asdict() for row in session_rows[split:]))
-    result = _rebuild_without_cache(path)
-    assert not result.resumed and result.mode == "full"
-    _same_as_a_full_rebuild(path, tmp_path)
-
-
-def test_a_session_that_lost_rows_before_its_watermark_is_read_in_full(
-    tmp_path: Path, session_rows: list[EventRow]
+        "(SELECT span_id FROM tool_spans ORDER BY started_at_ms LIMIT 1)",
+        # A row before the watermark is gone: the stored spans describe other rows.
+        "DELETE FROM events WHERE id = 5",
+    ],
+    ids=["span deleted elsewhere", "row deleted"],
+)
+def test_a_session_whose_stored_state_does_not_hold_is_read_in_full(
+    tmp_path: Path, session_rows: list[EventRow], change: str
 ) -> None:
     path = tmp_path / "events.db"
     split = len(session_rows) * 9 // 10
     conn = _store_rebuilt_up_to(path, session_rows[:split])
-    conn.execute("DELETE FROM events WHERE id = 5")
+    conn.execute(change)
     insert_rows(conn, (row._asdict() for row in session_rows[split:]))
     result = _rebuild_without_cache(path)
     assert not result.resumed and result.mode == "full"

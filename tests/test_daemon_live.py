@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,32 @@ def test_long_sessions_let_go_of_finished_spans_and_their_rows_stay_right(h: Har
     batches = daemon.events("batch")
     assert sum(b["incremental"] for b in batches) >= 4
     assert batches[-1]["cached_spans"] < spans // 2
+
+
+def test_a_restarted_daemon_resumes_long_sessions_from_their_stored_spans(h: Harness) -> None:
+    # Two sessions of a few thousand events, rebuilt by a first daemon, which is
+    # then stopped. The same writer goes on with them while a second daemon
+    # starts with nothing in memory: it resumes them from their stored spans
+    # and latest rows (`store.resume`) rather than reading them whole.
+    h.writer(sessions=2, rate=1500, duration=3, seed=5).finish()
+    first = h.daemon(*FAST)
+    first.wait_for_log("ready")
+    wait_verified(h.db)
+    first.send(signal.SIGTERM)
+    assert first.wait_exit() == 0
+    assert min(row[0] for row in query(h.db, "SELECT row_count FROM spanwatch_sessions")) > 1000
+    writer = h.writer(sessions=2, rate=400, duration=3, seed=5)
+    second = h.daemon(*FAST)
+    second.wait_for_log("ready")
+    writer.finish()
+    wait_verified(h.db)
+    h.assert_spans_equal_fresh_rebuild()
+    assert marks(h.db) == live_marks(h.db)
+    batches = second.events("batch")
+    assert sum(b["resumed"] for b in batches) == 2
+    # Rows read: what the first writer left after each resume point, and the
+    # second writer's, far fewer than both sessions hold.
+    assert sum(b["events"] for b in batches) < 4500
 
 
 def test_a_session_that_never_stops_writing_is_still_rebuilt(h: Harness) -> None:

@@ -265,8 +265,7 @@ def test_sessions_resumed_from_stored_rows_leave_what_the_reference_writes(
     create_store(db)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(resume_module, "RESUME_MIN_ROWS", 1)
-        patch.setattr(resume_module, "RESUME_KEEP_SPANS", (keep, 3 * keep))
-        patch.setattr(resume_module, "RESUME_MARGIN_MS", margin)
+        patch.setattr(resume_module, "RESUME_TRIES", ((keep, margin), (3 * keep, margin)))
         patch.setattr(resume_module, "RESUME_OPEN_AGE", open_age)
         link = StoreLink(
             db, log=_Log(), busy_timeout_ms=5000, write_retry_max_s=5, cache_sessions=8

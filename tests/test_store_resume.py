@@ -125,22 +125,24 @@ def session_rows() -> list[EventRow]:
 
 
 def _store_rebuilt_up_to(path: Path, rows: list[EventRow]) -> sqlite3.Connection:
-    """A store holding `rows`, rebuilt in full once, as `spanwatch rebuild` leaves it."""
+    """A store holding `rows`, rebuilt in full once, as `spanwatch rebuild` leaves it
+    (sessions in the order they first appear)."""
     conn = make_store(path)
     insert_rows(conn, (row._asdict() for row in rows))
     writer = open_store(path)
     ensure_schema(writer)
-    Rebuilder(writer).rebuild(SESSION)
+    for session_id in dict.fromkeys(row.session_id for row in rows):
+        Rebuilder(writer).rebuild(session_id)
     writer.close()
     return conn
 
 
-def _rebuild_without_cache(path: Path) -> Any:
+def _rebuild_without_cache(path: Path, session_id: str = SESSION) -> Any:
     """A daemon's first rebuild of the session (it has no state for it)."""
     conn = open_store(path)
     try:
         rebuilder = Rebuilder(conn, cache_sessions=8)
-        result = rebuilder.rebuild(SESSION)
+        result = rebuilder.rebuild(session_id)
         rebuilder.flush()
         return result
     finally:
@@ -165,6 +167,30 @@ def test_a_long_session_without_cached_state_is_resumed_from_its_latest_rows(
     # The appended tenth and the rows since the resume point, not the whole session.
     assert result.rows_read < len(session_rows) // 4
     assert result.upserted > 0
+    _same_as_a_full_rebuild(path, tmp_path)
+
+
+def test_a_resumed_session_that_repeats_another_ones_span_ids_keeps_them_namespaced(
+    tmp_path: Path, session_rows: list[EventRow]
+) -> None:
+    """An agent session resumed from an earlier one repeats its tool-call ids: the
+    earlier session keeps the rows, the later one's spans are stored under
+    `<session>/<id>` (DESIGN.md), resumed or not."""
+    path = tmp_path / "events.db"
+    later = "5e55a0b1-0000-4000-8000-000000000002"
+    day_ms = 86_400_000
+    repeated = [row._replace(session_id=later, ts_ms=row.ts_ms + day_ms) for row in session_rows]
+    split = len(repeated) * 9 // 10
+    conn = _store_rebuilt_up_to(path, [*session_rows, *repeated[:split]])
+    namespaced = conn.execute(
+        "SELECT count(*) FROM tool_spans WHERE session_id = ? AND span_id LIKE ?",
+        (later, f"{later}/%"),
+    ).fetchone()[0]
+    assert namespaced > 100
+    insert_rows(conn, (row._asdict() for row in repeated[split:]))
+    result = _rebuild_without_cache(path, later)
+    assert result.resumed and not result.reread
+    assert result.collisions  # the new rows' spans too
     _same_as_a_full_rebuild(path, tmp_path)
 
 

@@ -20,7 +20,8 @@ milliseconds, or by minutes while a permission prompt waits), its result after
 the post-tool hook. So T is put in a quiet stretch of the session, at least
 `margin` from the times of the spans on either side. Where that is not far
 enough, an event after T names a span from before it, the engine raises, and
-the caller may try again with a point further back (a larger `keep`).
+the caller may try again with a point further back (a larger `keep`), or a
+smaller margin where a session was written too fast to have quiet seconds.
 
 This module picks T from the stored spans' times alone. It keeps at least
 `keep` spans after T, so that what the next events are likely to touch (the

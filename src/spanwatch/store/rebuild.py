@@ -291,9 +291,8 @@ class Rebuilder:
         return resumed_state(
             self.conn, self.shape, session_id,
             journal_events=session_state.JOURNAL_EVENTS,
-            keeps=store_resume.RESUME_KEEP_SPANS,
+            tries=store_resume.RESUME_TRIES,
             min_rows=store_resume.RESUME_MIN_ROWS,
-            margin_ms=store_resume.RESUME_MARGIN_MS,
         )  # fmt: skip
 
     def rebuild_read(self, read: FullRead) -> SessionResult:

@@ -36,18 +36,18 @@ from spanwatch.store.session_state import SessionState, feed, fresh_state
 #: Sessions with fewer rows at their watermark are read in full: that is cheap.
 RESUME_MIN_ROWS = 1_000
 
-#: Spans the resumed engine is given at least (about 5 rows each): a first
-#: try, and one further back if an event after the first point reached before it.
-RESUME_KEEP_SPANS = (64, 512)
+#: The resume points tried in turn, as (spans kept after the point at least,
+#: margin in ms from the stored times on either side; see `engine.resume`).
+#: A tool call's hidden events are milliseconds from its hooks, or minutes
+#: behind a permission prompt; a session written fast may have no quiet
+#: second. A try that fails costs the rows after its point (about 5 a span).
+RESUME_TRIES = ((64, 1_000), (512, 1_000), (64, 50), (64, 0))
 
 #: The resume point goes before every span still open among this many latest
 #: ones (a tool still running). An older one is most likely an interrupted tool;
 #: should it end after all, that costs the full read the resume saved.
 RESUME_OPEN_AGE = 128
 
-#: How far the resume point keeps from the stored times on either side (see
-#: `engine.resume`): a tool call's hidden events are milliseconds from its hooks.
-RESUME_MARGIN_MS = 1_000
 
 #: Sorts after every seq: the journal floor (T - 1, this) lets no event before T be rewound to.
 _AFTER_ANY_SEQ = 2**64
@@ -59,14 +59,13 @@ def resumed_state(
     session_id: str,
     *,
     journal_events: int,
-    keeps: Iterable[int] = RESUME_KEEP_SPANS,
+    tries: Iterable[tuple[int, int]] = RESUME_TRIES,
     min_rows: int = RESUME_MIN_ROWS,
-    margin_ms: int = RESUME_MARGIN_MS,
 ) -> tuple[SessionState, int] | None:
     """The session's state at its stored watermark, from its latest rows only, and the
     rows read for it; or None.
 
-    Tries a resume point for each of `keeps` (spans kept after it) in turn.
+    Tries a resume point for each of `tries` (spans kept after it, margin) in turn.
     Call inside a read snapshot: the watermark, the stored spans and the rows
     must be of one moment.
     """
@@ -86,16 +85,11 @@ def resumed_state(
     if len(times) != span_count:
         return None
     tried = None
-    for keep in keeps:
+    for keep, margin in tries:
         point = resume_point(
-            ((row[1], row[2]) for row in times),
-            keep=keep,
-            open_age=RESUME_OPEN_AGE,
-            margin=margin_ms,
+            ((row[1], row[2]) for row in times), keep=keep, open_age=RESUME_OPEN_AGE, margin=margin
         )
-        if point is None:
-            return None
-        if point != tried:
+        if point is not None and point != tried:
             tried = point
             resumed = _state_after(
                 conn, shape, mark, times,

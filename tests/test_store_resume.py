@@ -22,6 +22,7 @@ from spanwatch.engine.events import EventKind as K
 from spanwatch.engine.resume import resume_point
 from spanwatch.simulate.rows import EventRow
 from spanwatch.simulate.sessions import generate_session
+from spanwatch.store import resume as store_resume
 from spanwatch.store.connection import open_store
 from spanwatch.store.rebuild import Rebuilder
 from spanwatch.store.schema import ensure_schema
@@ -192,6 +193,31 @@ def test_a_resumed_session_that_repeats_another_ones_span_ids_keeps_them_namespa
     assert result.resumed and not result.reread
     assert result.collisions  # the new rows' spans too
     _same_as_a_full_rebuild(path, tmp_path)
+
+
+def test_simulated_sessions_resumed_at_tight_points_get_the_rows_of_a_full_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hooks with and without ids, tail rows committed late, parallel calls, Tasks
+    and interrupted tools, resumed at points with little or no margin: whatever
+    the resume takes in or refuses, the rows equal a full read's."""
+    monkeypatch.setattr(store_resume, "RESUME_MIN_ROWS", 1)
+    monkeypatch.setattr(store_resume, "RESUME_TRIES", ((8, 0), (8, 30), (32, 30)))
+    monkeypatch.setattr(store_resume, "RESUME_OPEN_AGE", 0)
+    rebuilds = resumed = 0
+    for seed in range(8):
+        rows = generate_session(SESSION, seed=seed, tool_uses=200, payload_scale=0.01)
+        path = tmp_path / f"events-{seed}.db"
+        first, second = len(rows) // 2, len(rows) * 3 // 4
+        conn = _store_rebuilt_up_to(path, rows[:first])
+        for part in (rows[first:second], rows[second:]):
+            insert_rows(conn, (row._asdict() for row in part))
+            resumed += _rebuild_without_cache(path).resumed
+            rebuilds += 1
+            _same_as_a_full_rebuild(path, tmp_path)
+            (tmp_path / "copy.db").unlink()
+        conn.close()
+    assert resumed >= rebuilds // 2  # 11 of 16 when written; the rest read in full
 
 
 @pytest.mark.parametrize(

@@ -26,18 +26,35 @@ class SessionMark:
 
 
 def read_mark(conn: sqlite3.Connection, session_id: str) -> SessionMark | None:
+    figures = read_mark_figures(conn, session_id)
+    return None if figures is None else figures[0]
+
+
+def read_mark_figures(
+    conn: sqlite3.Connection, session_id: str
+) -> tuple[SessionMark, int, int] | None:
+    """The stored watermark, with the span count and skipped rows written beside it."""
     row = conn.execute(
-        "SELECT max_seq, row_count, max_id FROM spanwatch_sessions WHERE session_id = ?",
+        "SELECT max_seq, row_count, max_id, span_count, skipped_rows "
+        "FROM spanwatch_sessions WHERE session_id = ?",
         (session_id,),
     ).fetchone()
-    return None if row is None else SessionMark(session_id, row[0], row[1], row[2])
+    if row is None:
+        return None
+    return SessionMark(session_id, row[0], row[1], row[2]), row[3], row[4]
 
 
-def live_mark(conn: sqlite3.Connection, session_id: str) -> SessionMark:
-    """The session's figures in `events` right now (row_count 0: the session is gone)."""
-    ((count, max_seq, max_id),) = fetch_all(
-        conn, "SELECT count(*), max(seq), max(id) FROM events WHERE session_id = ?", (session_id,)
-    )
+def live_mark(
+    conn: sqlite3.Connection, session_id: str, *, up_to_id: int | None = None
+) -> SessionMark:
+    """The session's figures in `events` right now (row_count 0: the session is gone);
+    with `up_to_id`, those of its rows up to that rowid."""
+    sql = "SELECT count(*), max(seq), max(id) FROM events WHERE session_id = ?"
+    params: tuple[object, ...] = (session_id,)
+    if up_to_id is not None:
+        sql += " AND id <= ?"
+        params = (session_id, up_to_id)
+    ((count, max_seq, max_id),) = fetch_all(conn, sql, params)
     return SessionMark(session_id, max_seq, count, max_id or 0)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from spanwatch.engine.builder import RetiredSpanNeeded
 from spanwatch.engine.resume import resume_point
+from spanwatch.store import marks
 from spanwatch.store import spans as span_rows
 from spanwatch.store.connection import fetch_all
 from spanwatch.store.events import load_session_rows
@@ -69,13 +70,13 @@ def resumed_state(
     Call inside a read snapshot: the watermark, the stored spans and the rows
     must be of one moment.
     """
-    stored = _stored_figures(conn, session_id)
+    stored = marks.read_mark_figures(conn, session_id)
     if stored is None:
         return None
     mark, span_count, skipped_rows = stored
     if type(mark.max_seq) is not int or mark.row_count < min_rows:
         return None
-    if _rows_up_to(conn, session_id, mark.max_id) != (mark.row_count, mark.max_seq):
+    if marks.live_mark(conn, session_id, up_to_id=mark.max_id) != mark:
         return None  # rows deleted or changed since: the reconcile's full read
     times: list[tuple[Any, ...]] = fetch_all(
         conn,
@@ -149,29 +150,6 @@ def _state_after(
     state.stored = span_rows.keyed_by_span_ids(fingerprints, state.spans.spans)
     state.owned_elsewhere = owned
     return state, rows.row_count
-
-
-def _stored_figures(
-    conn: sqlite3.Connection, session_id: str
-) -> tuple[SessionMark, int, int] | None:
-    """The stored watermark, span count and skipped rows of the session."""
-    row = conn.execute(
-        "SELECT max_seq, row_count, max_id, span_count, skipped_rows "
-        "FROM spanwatch_sessions WHERE session_id = ?",
-        (session_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    return SessionMark(session_id, row[0], row[1], row[2]), row[3], row[4]
-
-
-def _rows_up_to(conn: sqlite3.Connection, session_id: str, max_id: int) -> tuple[int, object]:
-    ((count, max_seq),) = fetch_all(
-        conn,
-        "SELECT count(*), max(seq) FROM events WHERE session_id = ? AND id <= ?",
-        (session_id, max_id),
-    )
-    return int(count), max_seq
 
 
 def _before(row: tuple[Any, ...], cut: int) -> bool:

@@ -468,8 +468,10 @@ def build_spans(events: list[Event]) -> list[SpanBuilder]:
     for event in events:
         if event.kind not in (EventKind.TOOL_CALL, EventKind.TOOL_RESULT, EventKind.HOOK):
             continue
-        # The reference parses the payload when it loads the row.
-        payload = parse_payload(event.payload)
+        # The reference parses the payload when it loads the row (a String;
+        # spanwatch's store layer hands over its checked UTF-8 bytes).
+        text = event.payload
+        payload = parse_payload(text if isinstance(text, str) else text.decode())
         if event.kind is EventKind.TOOL_CALL:
             handle_tool_call(event, payload, spans, open_order)
         elif event.kind is EventKind.TOOL_RESULT:

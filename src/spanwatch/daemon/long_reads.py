@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from spanwatch.daemon.store_link import Landed, file_identity
-from spanwatch.store.connection import open_reader
+from spanwatch.store.connection import open_another
 from spanwatch.store.errors import StoreError
 from spanwatch.store.full_read import FullRead, read_in_full
 from spanwatch.store.schema import EventsShape
@@ -128,7 +128,7 @@ class LongReads:
         try:
             self._pace()
             if self._conn is None:
-                conn = open_reader(self.path, busy_timeout_ms=self.busy_timeout_ms)
+                conn = open_another(self.path, busy_timeout_ms=self.busy_timeout_ms)
                 if file_identity(self.path) != self.identity:
                     conn.close()
                     raise StoreError(f"{self.path} was replaced, moved or deleted")

@@ -434,7 +434,7 @@ class SessionSpans:
             return False
         # Parsed in any case, so the walk collects paths without first asking
         # the text whether it may name one (it finds none where it names none).
-        payload = Payload(event.payload, names_path=True, utf8=event.payload_utf8)
+        payload = Payload(event.payload, names_path=True)
         kind = hook_kind(payload.value)
         if kind is None:
             return False

@@ -3,13 +3,13 @@
 An `Event` is one already-validated row of the store's `events` table. The
 store layer does the validation (storage classes, NULLs, token ranges); by the
 time a row becomes an `Event`, every field holds a value the reference would
-have read. The payload stays as text: most events (messages, costs, errors)
+have read. The payload stays unparsed: most events (messages, costs, errors)
 never need it parsed, and parsing is the most expensive step of a rebuild.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -69,10 +69,9 @@ class Event:
     tokens_out: int | None = None
     reasoning_tokens: int | None = None
     cost_usd_e6: int | None = None
-    payload: str = "null"
-    payload_utf8: bytes | None = field(default=None, compare=False, repr=False)
-    """The payload's UTF-8 bytes, where the reader kept them for the parse (see
-    `Payload`); None for an ASCII payload, whose str orjson reads as it is."""
+    payload: str | bytes = "null"
+    """The payload's text, or its UTF-8 bytes: the store layer passes the bytes
+    it read, checked, undecoded (see `spanwatch.engine.payload`)."""
 
 
 def synthetic_span_id(event: Event) -> str:

@@ -15,18 +15,25 @@ slow exact parse (the stdlib parser with serde_json's rules added).
 
 This runs on every payload of a rebuild, so the text is looked at first:
 payloads that cannot name a path key are not walked for paths, and tool
-calls and results that cannot are not parsed at all.
+calls and results that cannot are not parsed at all. A payload is taken as
+text or as its UTF-8 bytes, and looked at and parsed as bytes: the store
+layer hands over the bytes it read (checked to be UTF-8), with no decoded
+copy, which for a long non-ASCII tool output is a str of two or four bytes
+a character, made and walked for nothing.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from spanwatch.engine.serde_numbers import EDGE, serde_number_in_range
+
+#: A payload as the engine takes it: text, or that text's UTF-8 bytes.
+PayloadText: TypeAlias = str | bytes
 
 #: serde_json's recursion limit: a document nested this deep does not parse.
 MAX_DEPTH = 128
@@ -45,16 +52,18 @@ _JSON_SPACE = " \t\n\r"
 _JSON_STARTS = _CONTAINER_STARTS | frozenset(_JSON_SPACE)
 
 
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 _NOT_JSON_SPACE = re.compile(r"[^ \t\n\r]")
 
 #: A path key in quotes; the closing quote is escaped once per level of
 #: JSON-in-a-string (the opening one too, but its backslashes come before it).
+#: As text, for strings within a parsed payload, and as bytes, for payloads.
 _PATH_KEY = re.compile('"(?:' + "|".join(sorted(PATH_KEYS)) + r')\\*"')
+_PATH_KEY_UTF8 = re.compile(_PATH_KEY.pattern.encode())
 
 #: Where a number of magnitude 2**64 or more could be: 20 digits in a row, or
 #: a digit before an exponent. Without either, no number can reach EDGE.
-_MAY_BE_BIG = re.compile(r"[0-9]{20}|[0-9][eE]")
+_MAY_BE_BIG = re.compile(rb"[0-9]{20}|[0-9][eE]")
 
 
 class Payload:
@@ -66,12 +75,8 @@ class Payload:
 
     __slots__ = ("_paths", "value")
 
-    def __init__(
-        self, text: str, *, names_path: bool | None = None, utf8: bytes | None = None
-    ) -> None:
-        """`utf8`: the text's UTF-8 bytes, if at hand: orjson parses those without
-        encoding the text again (the text itself is still looked at)."""
-        value, paths = _parse(text, names_path, utf8)
+    def __init__(self, text: PayloadText, *, names_path: bool | None = None) -> None:
+        value, paths = _parse(_utf8(text), names_path)
         self._paths: list[str] | None = paths
         self.value: Any = value
 
@@ -84,34 +89,38 @@ class Payload:
         return self._paths
 
 
-def may_name_path(text: str) -> bool:
+def may_name_path(text: PayloadText) -> bool:
     """False when no key of PATH_KEYS can occur in the payload, at any depth.
 
     A path key shows in the text between quotes, or, where a letter of it or
     a quote or backslash around it is spelled as an escape, as `\\u00` (all
     of those are below U+0100). Texts with neither need no parse or walk for paths.
     """
+    if isinstance(text, bytes):
+        return _PATH_KEY_UTF8.search(text) is not None or b"\\u00" in text
     return _PATH_KEY.search(text) is not None or "\\u00" in text
 
 
-def payload_paths(text: str) -> list[str]:
+def payload_paths(text: PayloadText) -> list[str]:
     """The paths a payload names, unsorted, possibly repeated; parsed only if it may name one."""
     if not may_name_path(text):
         return []
     return Payload(text, names_path=True).paths()
 
 
-def may_be_tool_hook(text: str) -> bool:
+def may_be_tool_hook(text: PayloadText) -> bool:
     """False when the payload cannot name a PreToolUse/PostToolUse hook (either spelling)."""
+    if isinstance(text, bytes):
+        return b"ToolUse" in text or b"tool_use" in text or b"\\u" in text
     return "ToolUse" in text or "tool_use" in text or "\\u" in text
 
 
-def parse_payload(text: str) -> Any:
+def parse_payload(text: PayloadText) -> Any:
     """The payload as serde_json would give it, or None for null or invalid text."""
     return Payload(text).value
 
 
-def paths_from_payload(text: str) -> list[str]:
+def paths_from_payload(text: PayloadText) -> list[str]:
     """Sorted unique file paths named anywhere in the payload (DESIGN.md rules)."""
     return sorted(set(Payload(text).paths()))
 
@@ -147,19 +156,23 @@ def hook_tool(value: Any) -> str | None:
     return None
 
 
-def _parse(
-    text: str, names_path: bool | None = None, utf8: bytes | None = None
-) -> tuple[Any, list[str] | None]:
+def _utf8(text: PayloadText) -> bytes:
+    """A payload's UTF-8 bytes. A str that no UTF-8 spells (a lone surrogate, which
+    no store row can hold) keeps its bytes, and fails to parse as JSON."""
+    return text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+
+
+def _parse(utf8: bytes, names_path: bool | None = None) -> tuple[Any, list[str] | None]:
     """serde_json::from_str (None where it fails) and, for containers, the paths within,
     JSON in its string values included."""
-    value, paths, strings = _parse_one(text, names_path, utf8)
+    value, paths, strings = _parse_one(utf8, names_path)
     if strings and paths is not None:
         _walk_strings(strings, paths)
     return value, paths
 
 
 def _parse_one(
-    text: str, names_path: bool | None = None, utf8: bytes | None = None
+    text: bytes, names_path: bool | None = None
 ) -> tuple[Any, list[str] | None, list[str]]:
     """serde_json::from_str (None where it fails), the paths of a container, and its
     string values that may hold JSON with paths (not walked yet).
@@ -170,7 +183,7 @@ def _parse_one(
     could hold an edge number or nest too deep, and then the exact parse
     decides.
     """
-    value = _loads(text, utf8)
+    value = _loads(text)
     if not isinstance(value, dict | list):
         return value, None, []
     if names_path is None:
@@ -187,7 +200,7 @@ def _parse_one(
     return value, walk.paths, walk.strings
 
 
-def _may_hide_values(text: str, value: dict[str, Any] | list[Any], walk: _Walk) -> bool:
+def _may_hide_values(text: bytes, value: dict[str, Any] | list[Any], walk: _Walk) -> bool:
     """Whether duplicate keys may hide a value that serde_json would refuse.
 
     Only an edge number or nesting too deep can be refused there (orjson
@@ -201,16 +214,16 @@ def _may_hide_values(text: str, value: dict[str, Any] | list[Any], walk: _Walk) 
     than by writing the value out again: most of a payload's bytes are in a
     few long strings, which `str.count` scans without copying.
     """
-    colons = text.count(":")
+    colons = text.count(b":")
     if colons <= walk.members:
         return False
-    if "\\u003" in text:
-        duplicates = _outside_strings(text).count(":") > walk.members
+    if b"\\u003" in text:
+        duplicates = _outside_strings(text).count(b":") > walk.members
     else:
         duplicates = colons > walk.members + _colons_in_strings(value)
     if not duplicates:
         return False
-    return text.count("[") + text.count("{") >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
+    return text.count(b"[") + text.count(b"{") >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
 
 
 def _colons_in_strings(value: dict[str, Any] | list[Any]) -> int:
@@ -234,11 +247,10 @@ def _colons_in_strings(value: dict[str, Any] | list[Any]) -> int:
     return count
 
 
-def _loads(text: str, utf8: bytes | None = None) -> Any:
-    """orjson's parse, with serde_json's verdict where they may differ. `utf8`:
-    the text's UTF-8 bytes, if at hand (the same input to orjson, without a copy)."""
+def _loads(text: bytes) -> Any:
+    """orjson's parse, with serde_json's verdict where they may differ."""
     try:
-        value = orjson.loads(text if utf8 is None else utf8)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         # orjson refuses numbers that overflow; serde_json keeps a few of those.
         return _loads_exact(text) if "infinity" in str(exc) else None
@@ -274,7 +286,7 @@ def _constant(token: str) -> Any:
     raise _Refused  # NaN, Infinity, -Infinity
 
 
-def _loads_exact(text: str) -> Any:
+def _loads_exact(text: bytes) -> Any:
     """The slow path: the stdlib parser with serde_json's refusals added.
 
     Depth is checked first, on the text: a value nested hundreds deep would
@@ -286,13 +298,13 @@ def _loads_exact(text: str) -> Any:
         return None
     try:
         value = json.loads(
-            text,
+            text.decode("utf-8"),
             parse_float=_float,
             parse_int=_int,
             parse_constant=_constant,
             object_pairs_hook=_object,
         )
-    except (ValueError, _Refused, RecursionError):
+    except (ValueError, _Refused, RecursionError):  # UnicodeDecodeError included
         return None
     if _has_lone_surrogate(value):
         return None
@@ -323,17 +335,17 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def _too_deep(text: str) -> bool:
+def _too_deep(text: bytes) -> bool:
     """Whether valid JSON `text` nests MAX_DEPTH or more arrays and objects (for text
     that is not JSON, the answer means nothing)."""
-    if text.count("[") + text.count("{") < MAX_DEPTH:
+    if text.count(b"[") + text.count(b"{") < MAX_DEPTH:
         return False
     outside = _outside_strings(text)
-    if outside.count("[") + outside.count("{") < MAX_DEPTH:
+    if outside.count(b"[") + outside.count(b"{") < MAX_DEPTH:
         return False
     depth = 0
-    for bracket in _NOT_BRACKET.sub("", outside):
-        if bracket in "[{":
+    for bracket in _NOT_BRACKET.sub(b"", outside):
+        if bracket in b"[{":
             depth += 1
             if depth >= MAX_DEPTH:
                 return True
@@ -342,15 +354,15 @@ def _too_deep(text: str) -> bool:
     return False
 
 
-def _outside_strings(text: str) -> str:
+def _outside_strings(text: bytes) -> bytes:
     """The parts of valid JSON `text` that are not inside string literals.
 
     In valid JSON a backslash only starts an escape inside a string, so with
     escaped backslashes and escaped quotes gone, quotes alternate between
     opening and closing strings: every other piece is outside all strings.
     """
-    unescaped = text.replace("\\\\", "").replace('\\"', "")
-    return "".join(unescaped.split('"')[0::2])
+    unescaped = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(unescaped.split(b'"')[0::2])
 
 
 class _Walk:
@@ -434,7 +446,7 @@ def _walk_strings(pending: list[str], out: list[str]) -> None:
             first = found.group() if found else ""
         if first not in _CONTAINER_STARTS or not may_name_path(text):
             continue
-        inner, paths, strings = _parse_one(text, names_path=True)
+        inner, paths, strings = _parse_one(text.encode(), names_path=True)
         if isinstance(inner, str):
             if inner:
                 pending.append(inner)

@@ -69,8 +69,10 @@ def open_store(
     return conn
 
 
-def open_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
-    """Another, read-only, connection to a store this process has open already.
+def open_another(
+    path: Path, *, readonly: bool = True, busy_timeout_ms: int = 5000
+) -> sqlite3.Connection:
+    """Another connection to a store this process has open already (read-only by default).
 
     Not `open_store`: its checks open and close the file from Python, and
     closing any descriptor of a file drops every POSIX lock the process holds
@@ -78,7 +80,7 @@ def open_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connectio
     store's other users would then see no one else on it, and the last to
     close would delete the -wal file that connection still writes to.
     """
-    uri = f"{path.resolve().as_uri()}?mode=ro"
+    uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     return conn

@@ -6,10 +6,11 @@ but says so: every dropped row becomes a `SkippedRow` with its session, seq and
 the reason, for the caller to log and count. A negative `ts_ms` is dropped too,
 and a token count outside u32 reads as NULL (DESIGN.md "Integer edges").
 
-The payload is read as its stored UTF-8 bytes (`_PAYLOAD`) and decoded here:
-a hook's payload is parsed on every rebuild, and orjson parses a text from
-its UTF-8 bytes, which Python would otherwise encode again from the decoded
-str (most of the cost of parsing a long non-ASCII payload).
+The payload is read as its stored bytes (`_PAYLOAD`), checked to be UTF-8
+here, and handed to the engine as they are: it looks at and parses payloads
+as UTF-8 (orjson's own input), and most payload bytes are tool outputs that
+nothing decodes. A decoded copy of a long non-ASCII one is a str of two or
+four bytes a character, and made the rows' memory several times their size.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ _TOKEN_COLUMNS = {9: "tokens_in", 10: "tokens_out", 11: "reasoning_tokens"}
 #: checked), else the name of its storage class (a str), for the skip reason.
 _PAYLOAD = "CASE typeof(payload) WHEN 'text' THEN CAST(payload AS BLOB) ELSE typeof(payload) END"
 _STORAGE_CLASSES = {"integer": "INTEGER", "real": "REAL", "blob": "BLOB"}
-#: Kinds the engine reads as hooks keep the payload's bytes for the parse.
-_NOT_HOOKS = frozenset({"ToolCall", "ToolResult"})
 #: `EventKind.parse` and `EventSource.parse` as lookups (unknown values are hooks).
 _KINDS = {kind.value: kind for kind in EventKind}
 _SOURCES = {source.value: source for source in EventSource}
@@ -147,9 +146,9 @@ def _key_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
 def _drain(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
     """The rows in order, each let go of as it is taken.
 
-    A row holds its payload's bytes, and its event a decoded copy: freeing
-    each row once converted keeps a long session from holding both copies
-    of every payload at once.
+    The events keep the rows' values (payloads included), not copies, but
+    each row's tuple is freed once converted rather than all of a long
+    session's at the end.
     """
     rows.reverse()
     while rows:
@@ -263,19 +262,17 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
             session = session_id if isinstance(session_id, str) else None
             out.skipped.append(SkippedRow(_id, session, seq, problem))
             continue
-        inert = kind in _INERT_KINDS
-        try:
-            # An inert row's text is never used: only whether it is UTF-8
-            # matters, and an ASCII text is.
-            text = "" if inert and payload.isascii() else payload.decode()
-        except UnicodeDecodeError:
-            out.skipped.append(SkippedRow(_id, session_id, seq, "payload is not valid UTF-8"))
-            continue
+        if not payload.isascii():
+            try:
+                payload.decode()  # only to check: the bytes are what the engine takes
+            except UnicodeDecodeError:
+                out.skipped.append(SkippedRow(_id, session_id, seq, "payload is not valid UTF-8"))
+                continue
         if seq > max_seq:
             max_seq = seq
         if _id > max_id:
             max_id = _id
-        if inert:
+        if kind in _INERT_KINDS:
             continue
         if not (
             (tokens_in is None or 0 <= tokens_in <= U32_MAX)
@@ -299,9 +296,7 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
                 tokens_out,
                 reasoning,
                 cost,
-                text,
-                # An ASCII text is parsed from the str as it is, without a copy.
-                None if kind in _NOT_HOOKS or text.isascii() else payload,
+                payload,
             )
         )
     out.row_count, out.max_seq, out.max_id = row_count, max_seq, max_id

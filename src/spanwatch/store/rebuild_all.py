@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spanwatch.store import marks
+from spanwatch.store.checkpoints import background_checkpoints
 from spanwatch.store.connection import open_store
 from spanwatch.store.prepare import prepare_session, prepared_sessions, start_workers
 from spanwatch.store.rebuild import Rebuilder, SessionResult, Tally
@@ -73,44 +74,47 @@ def rebuild_store(
     # Every session is many sessions: start the workers while they are listed.
     pool = start_workers(jobs) if jobs > 1 and sessions is None else None
     try:
-        # Index pages of tool_spans stay cached for a one-shot rebuild that
-        # writes rows all over them (SQLite's default keeps 2 MB).
-        conn.execute(REBUILD_CACHE_PRAGMA)
-        ensure_schema(conn)
-        unreadable: list[tuple[int, object]] = []
-        sizes: dict[str, int] | None = None
-        if sessions is None:
-            sizes = marks.sized_sessions_in_order(conn)
-            todo = list(sizes)
-            known = set(todo)
-            todo += [s for s in marks.stale_sessions(conn) if s not in known]
-            unreadable = marks.unreadable_session_rows(conn)
-        else:
-            todo = list(dict.fromkeys(sessions))
-        rebuilder = Rebuilder(
-            conn, write_batch_rows=REBUILD_BATCH_ROWS, fresh=_nothing_stored(conn)
-        )
-        summary = StoreSummary(unreadable_rows=unreadable, skipped_rows=len(unreadable))
-        results: Iterator[SessionResult]
-        if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
-            prepared = prepared_sessions(
-                Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms, pool=pool,
-                sizes=sizes,
-            )  # fmt: skip
-            pool = None
-            results = map(rebuilder.rebuild_prepared, prepared)
-        elif rebuilder.fresh:
-            shape = rebuilder.shape
-            results = (rebuilder.rebuild_prepared(prepare_session(conn, shape, s)) for s in todo)
-        else:
-            results = map(rebuilder.rebuild, todo)
-        for done, result in enumerate(results, start=1):
-            summary.add(result)
-            if keep_results:
-                summary.results.append(result)
-            if on_session is not None:
-                on_session(result, done, len(todo))
-        rebuilder.flush()
+        with background_checkpoints(conn, Path(db_path)):
+            # Index pages of tool_spans stay cached for a one-shot rebuild that
+            # writes rows all over them (SQLite's default keeps 2 MB).
+            conn.execute(REBUILD_CACHE_PRAGMA)
+            ensure_schema(conn)
+            unreadable: list[tuple[int, object]] = []
+            sizes: dict[str, int] | None = None
+            if sessions is None:
+                sizes = marks.sized_sessions_in_order(conn)
+                todo = list(sizes)
+                known = set(todo)
+                todo += [s for s in marks.stale_sessions(conn) if s not in known]
+                unreadable = marks.unreadable_session_rows(conn)
+            else:
+                todo = list(dict.fromkeys(sessions))
+            rebuilder = Rebuilder(
+                conn, write_batch_rows=REBUILD_BATCH_ROWS, fresh=_nothing_stored(conn)
+            )
+            summary = StoreSummary(unreadable_rows=unreadable, skipped_rows=len(unreadable))
+            results: Iterator[SessionResult]
+            if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
+                prepared = prepared_sessions(
+                    Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms, pool=pool,
+                    sizes=sizes,
+                )  # fmt: skip
+                pool = None
+                results = map(rebuilder.rebuild_prepared, prepared)
+            elif rebuilder.fresh:
+                shape = rebuilder.shape
+                results = (
+                    rebuilder.rebuild_prepared(prepare_session(conn, shape, s)) for s in todo
+                )
+            else:
+                results = map(rebuilder.rebuild, todo)
+            for done, result in enumerate(results, start=1):
+                summary.add(result)
+                if keep_results:
+                    summary.results.append(result)
+                if on_session is not None:
+                    on_session(result, done, len(todo))
+            rebuilder.flush()
     finally:
         conn.close()
         if pool is not None:

@@ -214,16 +214,30 @@ def _may_hide_values(text: bytes, value: dict[str, Any] | list[Any], walk: _Walk
     than by writing the value out again: most of a payload's bytes are in a
     few long strings, which `str.count` scans without copying.
     """
-    colons = text.count(b":")
+    colons = _occurrences(text, b":")
     if colons <= walk.members:
         return False
     if b"\\u003" in text:
-        duplicates = _outside_strings(text).count(b":") > walk.members
+        duplicates = _occurrences(_outside_strings(text), b":") > walk.members
     else:
         duplicates = colons > walk.members + _colons_in_strings(value)
     if not duplicates:
         return False
-    return text.count(b"[") + text.count(b"{") >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
+    return _brackets(text) >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
+
+
+def _occurrences(text: bytes, byte: bytes) -> int:
+    """`text.count(byte)`, four times as fast on a long text with few of them.
+
+    CPython counts one byte with a plain loop over the text, but finds it with
+    memchr, which `replace` uses to count them before it copies the rest.
+    """
+    return len(text) - len(text.replace(byte, b""))
+
+
+def _brackets(text: bytes) -> int:
+    """The opening brackets of arrays and objects in `text`, inside strings or not."""
+    return _occurrences(text, b"[") + _occurrences(text, b"{")
 
 
 def _colons_in_strings(value: dict[str, Any] | list[Any]) -> int:
@@ -338,10 +352,10 @@ def _has_lone_surrogate(value: Any) -> bool:
 def _too_deep(text: bytes) -> bool:
     """Whether valid JSON `text` nests MAX_DEPTH or more arrays and objects (for text
     that is not JSON, the answer means nothing)."""
-    if text.count(b"[") + text.count(b"{") < MAX_DEPTH:
+    if _brackets(text) < MAX_DEPTH:
         return False
     outside = _outside_strings(text)
-    if outside.count(b"[") + outside.count(b"{") < MAX_DEPTH:
+    if _brackets(outside) < MAX_DEPTH:
         return False
     depth = 0
     for bracket in _NOT_BRACKET.sub(b"", outside):

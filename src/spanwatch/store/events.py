@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from spanwatch.engine.events import U32_MAX, Event, EventKind, EventSource
@@ -221,8 +222,8 @@ def _select_list(shape: EventsShape) -> str:
     return ", ".join((*shape.columns[:-1], _PAYLOAD))
 
 
-def _load_order(event: Event) -> tuple[int, int]:
-    return (event.ts_ms, event.seq)
+#: An event's place in load order, (ts_ms, seq), taken in C rather than by a call each.
+_load_order = attrgetter("ts_ms", "seq")
 
 
 def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:

@@ -210,20 +210,32 @@ def _may_hide_values(text: bytes, value: dict[str, Any] | list[Any], walk: _Walk
     members plus the colons in its keys and strings, which is what the
     parsed value's keys and strings hold, and any more mean duplicates
     (unless `\\u003a` escapes spell colons: then colons outside strings are
-    counted). The parsed strings are counted by a walk of their own rather
-    than by writing the value out again: most of a payload's bytes are in a
-    few long strings, which `str.count` scans without copying.
+    counted). The parsed value's are counted in orjson's writing of it, which
+    escapes no colon: a walk in C. A payload longer than _WRITE_OUT_UNDER has
+    most of its bytes in a few long strings, which `str.count` scans where
+    they are, while orjson would copy them (as UTF-8, from two or four bytes
+    a character); a walk of their own counts them.
     """
     colons = _occurrences(text, b":")
     if colons <= walk.members:
         return False
     if b"\\u003" in text:
         duplicates = _occurrences(_outside_strings(text), b":") > walk.members
+    elif len(text) <= _WRITE_OUT_UNDER:
+        try:
+            duplicates = colons > _occurrences(orjson.dumps(value), b":")
+        except orjson.JSONEncodeError:  # not from orjson's parse; the exact parse decides
+            duplicates = True
     else:
         duplicates = colons > walk.members + _colons_in_strings(value)
     if not duplicates:
         return False
     return _brackets(text) >= MAX_DEPTH or _MAY_BE_BIG.search(text) is not None
+
+
+#: Payloads up to this size are written out by orjson to count the colons of
+#: their parsed value; a longer one's few long strings are counted where they are.
+_WRITE_OUT_UNDER = 4096
 
 
 def _occurrences(text: bytes, byte: bytes) -> int:

@@ -4,8 +4,8 @@ In WAL mode, the commit that leaves the log longer than `wal_autocheckpoint`
 pages (1,000 by default) copies the log into the database file and syncs
 both before the committing call returns. A one-shot rebuild commits
 thousands of new rows at a time, so nearly every one of its commits paid for
-a checkpoint: some 4 s of the benchmark store's rebuild, spent waiting on the
-disk by the one process that writes. With `background_checkpoints`, that
+a checkpoint: 2-3 s of the 8 s that writing the benchmark store's spans took
+the one process that writes, spent waiting on the disk. With `background_checkpoints`, that
 process's connection does not checkpoint; a thread, on a connection of its
 own, runs a PASSIVE checkpoint every CHECKPOINT_EVERY_S, while the writing
 goes on (a PASSIVE checkpoint takes no lock a writer or reader waits for,

@@ -80,7 +80,7 @@ def read_in_full(
 
     A session of more than READ_PART_ROWS rows is read a part at a time and
     each part fed before the next is read, so its payloads are never all in
-    memory at once (a 50,000-event session's are about 150 MB in Python). The
+    memory at once (a 50,000-event session's are about 95 MB in Python). The
     watermark and the rows' keys come from one snapshot; each part, read in a
     later one, must match them, else the session is read again in one piece.
     """

@@ -52,7 +52,9 @@ def test_the_writer_leaves_checkpoints_to_a_thread_and_the_log_stays_short(tmp_p
 
 def test_a_store_not_in_wal_mode_is_left_as_it_is(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    make_store(db).execute("PRAGMA journal_mode = DELETE").fetchone()
+    agent = make_store(db)
+    agent.execute("PRAGMA journal_mode = DELETE").fetchone()
+    agent.close()
     writer = open_store(db)
     threads = threading.active_count()
     with background_checkpoints(writer, db):

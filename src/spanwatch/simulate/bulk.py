@@ -87,8 +87,14 @@ def populate(
         columns = insertable_columns(conn)
         _check_fresh(conn, [session_id_for(seed, i) for i in range(sessions + 1)])
         # No journal while bulk loading (a crash leaves a store to throw away,
-        # which is fine for a benchmark store); WAL again afterwards.
-        conn.execute("PRAGMA journal_mode = OFF")
+        # which is fine for a benchmark store); WAL again afterwards. A store
+        # that another program has open already (a daemon that waited for it)
+        # cannot leave WAL mode, and stays in it.
+        try:
+            conn.execute("PRAGMA journal_mode = OFF")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute("PRAGMA cache_size = -65536")
         rows = _all_rows(

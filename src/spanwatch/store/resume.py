@@ -49,7 +49,6 @@ RESUME_TRIES = ((64, 1_000), (512, 1_000), (64, 50), (64, 0))
 #: should it end after all, that costs the full read the resume saved.
 RESUME_OPEN_AGE = 128
 
-
 #: Sorts after every seq: the journal floor (T - 1, this) lets no event before T be rewound to.
 _AFTER_ANY_SEQ = 2**64
 

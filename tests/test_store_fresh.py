@@ -14,15 +14,36 @@ import pytest
 from spanwatch.store import marks
 from spanwatch.store.connection import open_store
 from spanwatch.store.prepare import prepare_session
-from spanwatch.store.rebuild import Rebuilder
+from spanwatch.store.rebuild import Rebuilder, SessionResult
 from spanwatch.store.rebuild_all import rebuild_store
-from spanwatch.store.schema import ensure_schema
+from spanwatch.store.schema import INDEXES, ensure_schema, indexes_deferred
 from stores import path_rows, span_table
 from test_store_parallel import busy_store, mark_rows
 
 
 def tables(conn: sqlite3.Connection) -> tuple[object, ...]:
     return span_table(conn), path_rows(conn), mark_rows(conn)
+
+
+def index_sql(path: Path) -> dict[str, str]:
+    """spanwatch's secondary indexes present in the store, with their definitions."""
+    conn = sqlite3.connect(path)
+    try:
+        return dict(
+            conn.execute(
+                "SELECT name, sql FROM sqlite_master "
+                "WHERE type = 'index' AND name LIKE 'idx_tool_span%'"
+            )
+        )
+    finally:
+        conn.close()
+
+
+def schema_only_indexes(tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / "schema-only.db"
+    busy_store(path).close()
+    ensure_schema(open_store(path))
+    return index_sql(path)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -68,3 +89,83 @@ def test_spans_written_by_another_process_meanwhile_end_the_fresh_mode(tmp_path:
     busy_store(reference).close()
     rebuild_store(reference)
     assert tables(conn) == tables(sqlite3.connect(reference))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_first_rebuild_builds_the_secondary_indexes_once_at_the_end(
+    tmp_path: Path, jobs: int
+) -> None:
+    path = tmp_path / "events.db"
+    busy_store(path).close()
+    seen_during: list[dict[str, str]] = []
+
+    def look(result: SessionResult, done: int, total: int) -> None:
+        seen_during.append(index_sql(path))  # another connection, as a dashboard's
+
+    rebuild_store(path, jobs=jobs, on_session=look)
+    # Absent while the sessions are written, until the last one: its span ids
+    # collide with the first's, which sends it down the ordinary path.
+    assert seen_during[:-1] and all(indexes == {} for indexes in seen_during[:-1])
+    assert set(seen_during[-1]) == set(INDEXES)
+    assert index_sql(path) == schema_only_indexes(tmp_path)
+    assert set(index_sql(path)) == set(INDEXES)
+
+
+def test_a_first_rebuild_that_fails_midway_still_leaves_the_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    busy_store(path).close()
+
+    def stop(result: SessionResult, done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rebuild_store(path, jobs=2, on_session=stop)
+    assert index_sql(path) == schema_only_indexes(tmp_path)
+    # A second rebuild does it all.
+    rebuild_store(path, jobs=2)
+    reference = tmp_path / "reference.db"
+    busy_store(reference).close()
+    rebuild_store(reference)
+    assert tables(sqlite3.connect(path)) == tables(sqlite3.connect(reference))
+
+
+def test_a_rebuild_of_named_sessions_or_of_a_store_with_spans_keeps_the_indexes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    busy_store(path).close()
+    ensure_schema(open_store(path))
+    before = index_sql(path)
+    seen_during: list[dict[str, str]] = []
+
+    def look(result: SessionResult, done: int, total: int) -> None:
+        seen_during.append(index_sql(path))
+
+    rebuild_store(path, ["s001", "s002"], on_session=look)
+    rebuild_store(path, jobs=2, on_session=look)  # spans stored: not a first rebuild
+    assert seen_during and all(indexes == before for indexes in seen_during)
+
+
+def test_the_ordinary_path_builds_deferred_indexes_before_it_reads_stored_spans(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    busy_store(path).close()
+    conn = open_store(path)
+    ensure_schema(conn)
+    sessions = marks.sessions_in_order(conn)
+    with indexes_deferred(conn):
+        rebuilder = Rebuilder(conn, write_batch_rows=10**6, fresh=True)
+        rebuilder.indexes_deferred = True
+        for session_id in sessions[:3]:
+            rebuilder.rebuild_prepared(prepare_session(conn, rebuilder.shape, session_id))
+        assert index_sql(path) == {}
+        Rebuilder(open_store(path)).rebuild(sessions[5])  # a daemon, meanwhile
+        rebuilder.flush()  # finds the daemon's spans: its sessions take the ordinary path
+        assert not rebuilder.fresh
+        assert set(index_sql(path)) == set(INDEXES)
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT span_id FROM tool_spans WHERE session_id = ?", ("s001",)
+        ).fetchall()
+        assert "idx_tool_spans_session_depth" in str(plan)

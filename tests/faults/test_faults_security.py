@@ -35,7 +35,8 @@ ALLOWED = {
     ("store/events.py", "columns"): "_select_list(shape)",
     ("store/events.py", "marks"): "a run of ? placeholders",
     ("store/marks.py", "match"): "'?' or 'CAST(? AS TEXT)'",
-    ("store/schema.py", "name"): "TOOL_SPAN_COLUMNS names",
+    ("store/schema.py", "name"): "TOOL_SPAN_COLUMNS names and INDEXES names",
+    ("store/schema.py", "on"): "INDEXES tables and columns",
     ("store/schema.py", "decl"): "TOOL_SPAN_COLUMNS declarations",
     ("store/schema.py", "table"): "table names given as literals (checked below)",
     (

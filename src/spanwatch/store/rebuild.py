@@ -42,7 +42,7 @@ from spanwatch.store.marks import SessionMark
 from spanwatch.store.owners import claimed_elsewhere, stored_id_for
 from spanwatch.store.prepare import PreparedSession
 from spanwatch.store.resume import resumed_state
-from spanwatch.store.schema import events_shape
+from spanwatch.store.schema import ensure_schema, events_shape
 from spanwatch.store.session_state import SessionState, feed, fresh_state, position
 
 #: New rows of a cached session are found by a rowid range scan (rather than by
@@ -175,6 +175,9 @@ class Rebuilder:
         self._cached_spans = 0
         self.latest_event_id = 0
         """The newest events rowid the caller knows of: how far a rowid scan would go."""
+        self.indexes_deferred = False
+        """Set while the caller keeps the store's secondary indexes away
+        (`schema.indexes_deferred`): the ordinary path builds them first."""
         self.commits = 0
         self.locked_s = 0.0
         """Write transactions committed, and the time they held the write lock."""
@@ -217,6 +220,7 @@ class Rebuilder:
         so the session is read in full, and the flag is cleared in the same
         transaction as the spans.
         """
+        self._restore_indexes()
         cached = self._cache.pop(session_id, None)
         if cached is not None:
             self._cached_spans -= len(cached.spans.spans)
@@ -490,6 +494,12 @@ class Rebuilder:
         self.commits += 1
         self._marks_written += sum(write.mark is not None for write in pending)
 
+    def _restore_indexes(self) -> None:
+        """Before the first lookup of stored spans by session: their indexes, if deferred."""
+        if self.indexes_deferred:
+            ensure_schema(self.conn, retry_for_s=self.retry_for_s)
+            self.indexes_deferred = False
+
     def _queue(self, write: _Write) -> None:
         if not self._pending:
             self._pending_since = time.perf_counter()
@@ -593,6 +603,7 @@ class Rebuilder:
         return load_session_rows(self.conn, self.shape, session_id), False
 
     def _vanish(self, session_id: str, flag_version: int | None) -> SessionResult:
+        self._restore_indexes()
         result = SessionResult(session_id, "vanished")
         result.deleted = span_rows.count_session_spans(self.conn, session_id)
         self._queue(_Write(session_id, span_rows.SpanDiff(), None, flag_version=flag_version))

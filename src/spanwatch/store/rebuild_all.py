@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from spanwatch.store.checkpoints import background_checkpoints
 from spanwatch.store.connection import open_store
 from spanwatch.store.prepare import prepare_session, prepared_sessions, start_workers
 from spanwatch.store.rebuild import Rebuilder, SessionResult, Tally
-from spanwatch.store.schema import ensure_schema
+from spanwatch.store.schema import ensure_schema, indexes_deferred
 
 #: SQLite page cache of a one-shot rebuild: 64 MiB (a negative size is in KiB).
 REBUILD_CACHE_PRAGMA = "PRAGMA cache_size = -65536"
@@ -79,45 +80,57 @@ def rebuild_store(
             # writes rows all over them (SQLite's default keeps 2 MB).
             conn.execute(REBUILD_CACHE_PRAGMA)
             ensure_schema(conn)
-            unreadable: list[tuple[int, object]] = []
-            sizes: dict[str, int] | None = None
-            if sessions is None:
-                sizes = marks.sized_sessions_in_order(conn)
-                todo = list(sizes)
-                known = set(todo)
-                todo += [s for s in marks.stale_sessions(conn) if s not in known]
-                unreadable = marks.unreadable_session_rows(conn)
-            else:
-                todo = list(dict.fromkeys(sessions))
+            todo, sizes, unreadable = _sessions_to_rebuild(conn, sessions)
             rebuilder = Rebuilder(
                 conn, write_batch_rows=REBUILD_BATCH_ROWS, fresh=_nothing_stored(conn)
             )
             summary = StoreSummary(unreadable_rows=unreadable, skipped_rows=len(unreadable))
-            results: Iterator[SessionResult]
-            if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
-                prepared = prepared_sessions(
-                    Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms, pool=pool,
-                    sizes=sizes,
-                )  # fmt: skip
-                pool = None
-                results = map(rebuilder.rebuild_prepared, prepared)
-            elif rebuilder.fresh:
-                shape = rebuilder.shape
-                results = (
-                    rebuilder.rebuild_prepared(prepare_session(conn, shape, s)) for s in todo
-                )
-            else:
-                results = map(rebuilder.rebuild, todo)
-            for done, result in enumerate(results, start=1):
-                summary.add(result)
-                if keep_results:
-                    summary.results.append(result)
-                if on_session is not None:
-                    on_session(result, done, len(todo))
-            rebuilder.flush()
+            # A first rebuild of the whole store builds the secondary indexes once, at the end.
+            first = rebuilder.fresh and sessions is None
+            with indexes_deferred(conn) if first else nullcontext():
+                rebuilder.indexes_deferred = first
+                results: Iterator[SessionResult]
+                if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
+                    prepared = prepared_sessions(
+                        Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms,
+                        pool=pool, sizes=sizes,
+                    )  # fmt: skip
+                    pool = None
+                    results = map(rebuilder.rebuild_prepared, prepared)
+                else:
+                    results = _serial_results(rebuilder, todo)
+                for done, result in enumerate(results, start=1):
+                    summary.add(result)
+                    if keep_results:
+                        summary.results.append(result)
+                    if on_session is not None:
+                        on_session(result, done, len(todo))
+                rebuilder.flush()
     finally:
         conn.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _sessions_to_rebuild(
+    conn: sqlite3.Connection, sessions: Iterable[str] | None
+) -> tuple[list[str], dict[str, int] | None, list[tuple[int, object]]]:
+    """The sessions in the order to rebuild them, their sizes when all are
+    listed, and the rows no session can be read from."""
+    if sessions is not None:
+        return list(dict.fromkeys(sessions)), None, []
+    sizes = marks.sized_sessions_in_order(conn)
+    todo = list(sizes)
+    known = set(todo)
+    todo += [s for s in marks.stale_sessions(conn) if s not in known]
+    return todo, sizes, marks.unreadable_session_rows(conn)
+
+
+def _serial_results(rebuilder: Rebuilder, todo: list[str]) -> Iterator[SessionResult]:
+    """Each session rebuilt in this process, in order."""
+    if rebuilder.fresh:
+        shape = rebuilder.shape
+        return (rebuilder.rebuild_prepared(prepare_session(rebuilder.conn, shape, s)) for s in todo)
+    return map(rebuilder.rebuild, todo)

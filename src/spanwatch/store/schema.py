@@ -7,7 +7,9 @@ spanwatch's own bookkeeping lives in `spanwatch_*` tables.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from spanwatch.store.connection import write_transaction
@@ -47,12 +49,14 @@ _CREATE = (
     "max_id INTEGER NOT NULL, span_count INTEGER NOT NULL, skipped_rows INTEGER NOT NULL, "
     "rebuilt_at_ms INTEGER NOT NULL)",
 )
-#: Created once an older tool_spans has all its columns.
-_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS idx_tool_spans_parent ON tool_spans(parent_span_id)",
-    "CREATE INDEX IF NOT EXISTS idx_tool_spans_session_depth ON tool_spans(session_id, depth)",
-    "CREATE INDEX IF NOT EXISTS idx_tool_span_paths_path ON tool_span_paths(path)",
-)
+#: spanwatch's indexes besides the primary keys, by name: created once an
+#: older tool_spans has all its columns.
+INDEXES = {
+    "idx_tool_spans_parent": "tool_spans(parent_span_id)",
+    "idx_tool_spans_session_depth": "tool_spans(session_id, depth)",
+    "idx_tool_span_paths_path": "tool_span_paths(path)",
+}
+_INDEXES = tuple(f"CREATE INDEX IF NOT EXISTS {name} ON {on}" for name, on in INDEXES.items())
 
 #: events columns added by later versions of the store, with the value a missing one reads as.
 OPTIONAL_EVENT_COLUMNS = {"ts_exact": "0", "tool_call_id": "NULL", "reasoning_tokens": "NULL"}
@@ -79,6 +83,34 @@ def ensure_schema(conn: sqlite3.Connection, *, retry_for_s: float = 30.0) -> lis
         for statement in _INDEXES:
             conn.execute(statement)
     return added
+
+
+@contextlib.contextmanager
+def indexes_deferred(conn: sqlite3.Connection, *, retry_for_s: float = 30.0) -> Iterator[None]:
+    """Inside, `INDEXES` are absent; they are built on the way out, errors or not.
+
+    For a first rebuild of a whole store, into empty tables. Span ids are
+    random, so each of its transactions dirtied pages all over every index
+    and wrote them all to the WAL again: 713 MB of log for the benchmark
+    store's 115 MB of spans and paths. Without these three indexes it is 528
+    MB (the primary keys stay); building each at the end, sorted, is one
+    transaction of 0.1-0.3 s. `Rebuilder` builds them again (`ensure_schema`)
+    before it reads stored spans by session. A process killed inside leaves
+    them absent, which makes queries slower, not wrong, until the next
+    `ensure_schema` (every spanwatch command that writes runs one).
+    """
+    with write_transaction(conn, retry_for_s=retry_for_s):
+        for name in INDEXES:
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        with contextlib.suppress(*((sqlite3.Error,) if failed else ())):
+            for statement in _INDEXES:  # one transaction each: the write lock is held briefly
+                with write_transaction(conn, retry_for_s=retry_for_s):
+                    conn.execute(statement)
 
 
 def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from spanwatch.engine import Event, SessionSpans, SpanTree
-from spanwatch.store.prepare import _handout_order
+from spanwatch.store import marks
+from spanwatch.store.connection import open_store
+from spanwatch.store.prepare import _handout_order, prepare_session
+from spanwatch.store.schema import events_shape
 from spanwatch.store.spans import built_rows, record_row
+from stores import insert_events, insert_rows, make_store
 from strategies import event_streams
+from test_store_rebuild import task_session
 
 
 def test_long_chunks_are_handed_out_first_the_rest_in_order() -> None:
@@ -33,3 +41,36 @@ def test_built_rows_are_the_rows_of_the_records(events: list[Event]) -> None:
     assert [type(v) for row, _ in built_rows(tree) for v in row] == [
         type(v) for row, _ in expected for v in row
     ]
+
+
+def _row(session_id: str, seq: object, ts_ms: object = 1000) -> dict[str, object]:
+    return {"session_id": session_id, "seq": seq, "ts_ms": ts_ms, "kind": "ToolCall",
+            "source": "Tail", "payload": "{}"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [],
+        [_row("s", -5), _row("s", -9)],
+        [_row("s", 30), _row("s", 70, ts_ms="noon")],
+        [_row("s", 30), _row("s", "7b")],
+        [_row("s", 30), _row("s", 2.5)],
+        [_row("s", 30), _row("s", None)],
+        [_row("s", 30), {**_row("s", 40), "payload": b"\xff"}],
+    ],
+    ids=["absent", "negative seqs", "bad ts", "text seq", "real seq", "null seq", "bad payload"],
+)
+def test_a_prepared_sessions_watermark_is_the_one_sql_reads(
+    tmp_path: Path, rows: list[dict[str, object]]
+) -> None:
+    """The watermark written with a worker's spans is SQL's count(*), max(seq), max(id)."""
+    conn = make_store(tmp_path / "events.db", loose=True)
+    insert_events(conn, task_session("other", base=10))
+    insert_events(conn, task_session("s", base=1000))
+    insert_rows(conn, rows)
+    insert_events(conn, task_session("third", base=5000, prefix="later-"))
+    store = open_store(tmp_path / "events.db", readonly=True)
+    for session_id in ("s", "other", "third", "absent"):
+        prepared = prepare_session(store, events_shape(store), session_id)
+        assert prepared.mark == marks.live_mark(store, session_id)

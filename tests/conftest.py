@@ -1,0 +1,35 @@
+"""Checks made once per test run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import spanwatch.engine
+
+ENGINE = Path(spanwatch.engine.__file__).parent
+
+
+def stale_compiled_modules() -> list[str]:
+    """Engine modules whose compiled build (setup.py) is older than their source.
+
+    In an editable install the compiled module wins the import, so tests of
+    an edited module would run its old code.
+    """
+    stale = []
+    for compiled in ENGINE.glob("*.so"):
+        source = compiled.with_name(compiled.name.split(".")[0] + ".py")
+        if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
+            stale.append(source.name)
+    return stale
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stale = stale_compiled_modules()
+    if stale:
+        pytest.exit(
+            f"the compiled span engine is older than {', '.join(sorted(stale))}: "
+            "run ./dev test (it compiles it again), or pip install --no-deps -e .",
+            returncode=2,
+        )

@@ -6,22 +6,22 @@ from pathlib import Path
 
 import pytest
 
-import spanwatch.engine
+import spanwatch
 
-ENGINE = Path(spanwatch.engine.__file__).parent
+PACKAGE = Path(spanwatch.__file__).parent
 
 
 def stale_compiled_modules() -> list[str]:
-    """Engine modules whose compiled build (setup.py) is older than their source.
+    """Modules whose compiled build (setup.py) is older than their source.
 
     In an editable install the compiled module wins the import, so tests of
     an edited module would run its old code.
     """
     stale = []
-    for compiled in ENGINE.glob("*.so"):
+    for compiled in PACKAGE.rglob("*.so"):
         source = compiled.with_name(compiled.name.split(".")[0] + ".py")
         if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
-            stale.append(source.name)
+            stale.append(str(source.relative_to(PACKAGE)))
     return stale
 
 
@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     stale = stale_compiled_modules()
     if stale:
         pytest.exit(
-            f"the compiled span engine is older than {', '.join(sorted(stale))}: "
+            f"the compiled build of {', '.join(sorted(stale))} is older than its source: "
             "run ./dev test (it compiles it again), or pip install --no-deps -e .",
             returncode=2,
         )

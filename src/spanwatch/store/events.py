@@ -38,17 +38,20 @@ _KINDS = {kind.value: kind for kind in EventKind}
 _SOURCES = {source.value: source for source in EventSource}
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: compiled by mypyc (setup.py), a frozen dataclass cannot be
+# unpickled, and these travel from the rebuild's worker processes.
+@dataclass(slots=True)
 class SkippedRow:
     """A row the rebuild could not use."""
 
     row_id: int | None
     session_id: str | None
-    seq: object
+    seq: Any
+    """As stored: an int, unless the row is skipped for its seq."""
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenOutOfRange:
     """A token count outside 0..2^32-1, read as NULL."""
 

@@ -8,8 +8,8 @@ test); the benchmark store's workers run about a fifth fewer instructions
 Everything else stays Python. `SPANWATCH_PURE_PYTHON=1` installs without
 compiling (also the fallback where no C compiler is found). An editable
 install puts the compiled modules next to their sources, where they win the
-import: `./dev` compiles again when an engine module changes, and the test
-run stops if one is older than its source.
+import: `./dev` compiles again when one is older than its source, and the
+test run stops if it finds one.
 """
 
 from __future__ import annotations

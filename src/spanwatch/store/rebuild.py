@@ -42,7 +42,7 @@ from spanwatch.store.marks import SessionMark
 from spanwatch.store.owners import claimed_elsewhere, stored_id_for
 from spanwatch.store.prepare import PreparedSession
 from spanwatch.store.resume import resumed_state
-from spanwatch.store.schema import ensure_schema, events_shape
+from spanwatch.store.schema import build_indexes, events_shape
 from spanwatch.store.session_state import SessionState, feed, fresh_state, position
 
 #: New rows of a cached session are found by a rowid range scan (rather than by
@@ -497,7 +497,7 @@ class Rebuilder:
     def _restore_indexes(self) -> None:
         """Before the first lookup of stored spans by session: their indexes, if deferred."""
         if self.indexes_deferred:
-            ensure_schema(self.conn, retry_for_s=self.retry_for_s)
+            build_indexes(self.conn, retry_for_s=self.retry_for_s)
             self.indexes_deferred = False
 
     def _queue(self, write: _Write) -> None:

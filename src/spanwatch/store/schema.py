@@ -94,23 +94,29 @@ def indexes_deferred(conn: sqlite3.Connection, *, retry_for_s: float = 30.0) -> 
     and wrote them all to the WAL again: 713 MB of log for the benchmark
     store's 115 MB of spans and paths. Without these three indexes it is 528
     MB (the primary keys stay); building each at the end, sorted, is one
-    transaction of 0.1-0.3 s. `Rebuilder` builds them again (`ensure_schema`)
-    before it reads stored spans by session. A process killed inside leaves
+    transaction of 0.1-0.3 s. `Rebuilder` builds them first (`build_indexes`)
+    if it reads stored spans by session. A process killed inside leaves
     them absent, which makes queries slower, not wrong, until the next
     `ensure_schema` (every spanwatch command that writes runs one).
     """
     with write_transaction(conn, retry_for_s=retry_for_s):
         for name in INDEXES:
             conn.execute(f"DROP INDEX IF EXISTS {name}")
-    failed = True
     try:
         yield
-        failed = False
-    finally:
-        with contextlib.suppress(*((sqlite3.Error,) if failed else ())):
-            for statement in _INDEXES:  # one transaction each: the write lock is held briefly
-                with write_transaction(conn, retry_for_s=retry_for_s):
-                    conn.execute(statement)
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # the error that got us here is the one to see
+            build_indexes(conn, retry_for_s=retry_for_s)
+        raise
+    build_indexes(conn, retry_for_s=retry_for_s)
+
+
+def build_indexes(conn: sqlite3.Connection, *, retry_for_s: float = 30.0) -> None:
+    """Create whichever of `INDEXES` are absent, each in a transaction of its own
+    (building one over a full table holds the write lock for a fraction of a second)."""
+    for statement in _INDEXES:
+        with write_transaction(conn, retry_for_s=retry_for_s):
+            conn.execute(statement)
 
 
 def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:

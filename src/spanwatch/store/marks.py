@@ -178,25 +178,31 @@ def sessions_in_order(conn: sqlite3.Connection) -> list[str]:
 
 def sized_sessions_in_order(conn: sqlite3.Connection) -> dict[str, int]:
     """`sessions_in_order`, each with its row count (in insertion order)."""
-    rows = fetch_all(
-        conn, "SELECT session_id, count(*) FROM events GROUP BY session_id ORDER BY min(id)"
-    )
-    return {row[0]: row[1] for row in rows if isinstance(row[0], str)}
+    return listed_sessions(conn)[0]
 
 
-def unreadable_session_rows(conn: sqlite3.Connection) -> list[tuple[int, object]]:
-    """(id, seq) of rows whose session_id is not readable TEXT: no rebuild can read them.
+def listed_sessions(
+    conn: sqlite3.Connection,
+) -> tuple[dict[str, int], list[tuple[int, object]]]:
+    """`sized_sessions_in_order`, and (id, seq) of the rows whose session_id is not
+    readable TEXT, from one scan of the session index (a whole-store rebuild
+    waits for this list before it starts).
 
     The reference names a session with a Rust string, so a BLOB or non-UTF-8
     session_id never matches one; spanwatch skips those rows too, and says so.
     """
-    groups = fetch_all(conn, "SELECT session_id FROM events GROUP BY session_id")
+    groups = fetch_all(
+        conn, "SELECT session_id, count(*) FROM events GROUP BY session_id ORDER BY min(id)"
+    )
+    sizes: dict[str, int] = {}
     rows: list[tuple[int, object]] = []
-    for (session_id,) in groups:
-        if not isinstance(session_id, str):
-            # Bytes bind as a BLOB; a non-UTF-8 TEXT id must be cast back to TEXT to match.
-            match = "CAST(? AS TEXT)" if isinstance(session_id, InvalidText) else "?"
-            rows += fetch_all(
-                conn, f"SELECT id, seq FROM events WHERE session_id = {match}", (session_id,)
-            )
-    return rows
+    for session_id, count in groups:
+        if isinstance(session_id, str):
+            sizes[session_id] = count
+            continue
+        # Bytes bind as a BLOB; a non-UTF-8 TEXT id must be cast back to TEXT to match.
+        match = "CAST(? AS TEXT)" if isinstance(session_id, InvalidText) else "?"
+        rows += fetch_all(
+            conn, f"SELECT id, seq FROM events WHERE session_id = {match}", (session_id,)
+        )
+    return sizes, rows

@@ -80,10 +80,9 @@ def rebuild_store(
             # writes rows all over them (SQLite's default keeps 2 MB).
             conn.execute(REBUILD_CACHE_PRAGMA)
             ensure_schema(conn)
-            todo, sizes, unreadable = _sessions_to_rebuild(conn, sessions)
-            rebuilder = Rebuilder(
-                conn, write_batch_rows=REBUILD_BATCH_ROWS, fresh=_nothing_stored(conn)
-            )
+            fresh = _nothing_stored(conn)
+            todo, sizes, unreadable = _sessions_to_rebuild(conn, sessions, fresh=fresh)
+            rebuilder = Rebuilder(conn, write_batch_rows=REBUILD_BATCH_ROWS, fresh=fresh)
             summary = StoreSummary(unreadable_rows=unreadable, skipped_rows=len(unreadable))
             # A first rebuild of the whole store builds the secondary indexes once, at the end.
             first = rebuilder.fresh and sessions is None
@@ -115,17 +114,23 @@ def rebuild_store(
 
 
 def _sessions_to_rebuild(
-    conn: sqlite3.Connection, sessions: Iterable[str] | None
+    conn: sqlite3.Connection, sessions: Iterable[str] | None, *, fresh: bool
 ) -> tuple[list[str], dict[str, int] | None, list[tuple[int, object]]]:
     """The sessions in the order to rebuild them, their sizes when all are
-    listed, and the rows no session can be read from."""
+    listed, and the rows no session can be read from.
+
+    All sessions are those of `events`, then those only stored spans or
+    watermarks still name (vanished: their spans go). A `fresh` store stores
+    none, so the scan for those is skipped.
+    """
     if sessions is not None:
         return list(dict.fromkeys(sessions)), None, []
-    sizes = marks.sized_sessions_in_order(conn)
+    sizes, unreadable = marks.listed_sessions(conn)
     todo = list(sizes)
-    known = set(todo)
-    todo += [s for s in marks.stale_sessions(conn) if s not in known]
-    return todo, sizes, marks.unreadable_session_rows(conn)
+    if not fresh:
+        known = set(todo)
+        todo += [s for s in marks.stale_sessions(conn) if s not in known]
+    return todo, sizes, unreadable
 
 
 def _serial_results(rebuilder: Rebuilder, todo: list[str]) -> Iterator[SessionResult]:

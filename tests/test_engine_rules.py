@@ -8,11 +8,13 @@ Streams are written by hand, in load order (ts_ms, seq).
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any
 
 import pytest
 
 from spanwatch.engine import build_span_records
+from spanwatch.engine.builder import SpanBuilder
 from spanwatch.engine.events import Event, EventKind, EventSource
 from spanwatch.engine.payload import parse_payload, paths_from_payload
 from spanwatch.engine.records import SpanRecord
@@ -807,3 +809,30 @@ def test_paths_json_compact_non_ascii_kept_control_characters_escaped() -> None:
 
 def test_paths_json_of_no_paths_is_empty_array() -> None:
     assert Stream().call(1, "Edit", "a").only().paths_json == "[]"
+
+
+def test_written_out_inits_start_every_field_at_its_declared_default() -> None:
+    """`Event` and `SpanBuilder` write their `__init__` out (mypyc compiles it):
+    a field added to the class but not to `__init__`, or given another
+    default there, would read differently from what the class declares."""
+    made: list[tuple[Event | SpanBuilder, set[str]]] = [
+        (Event("s", 1, 2, EventKind.HOOK), {"session_id", "seq", "ts_ms", "kind"}),
+        (SpanBuilder("a", "s", 0), {"span_id", "session_id", "order"}),
+    ]
+    for obj, given in made:
+        for field in fields(obj):
+            if field.name not in given:
+                assert getattr(obj, field.name) == field.default, (type(obj), field.name)
+
+
+def test_event_takes_its_fields_in_order_or_by_name() -> None:
+    values: dict[str, Any] = {
+        "session_id": "s", "seq": 1, "ts_ms": 2, "kind": EventKind.TOOL_CALL,
+        "source": EventSource.TAIL, "ts_exact": True, "tool": "Read", "tool_call_id": "c",
+        "tokens_in": 1, "tokens_out": 2, "reasoning_tokens": 3, "cost_usd_e6": 4,
+        "payload": b"{}",
+    }  # fmt: skip
+    assert [field.name for field in fields(Event)] == list(values)
+    by_position, by_name = Event(*values.values()), Event(**values)
+    assert by_position == by_name
+    assert [getattr(by_name, name) for name in values] == list(values.values())

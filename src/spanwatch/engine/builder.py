@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from spanwatch.engine.events import Event, EventKind, synthetic_span_id
 from spanwatch.engine.payload import (
@@ -43,7 +43,7 @@ from spanwatch.engine.payload import (
 )
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class SpanBuilder:
     """A span being built: the reference's `SpanBuilder`, with its place in the tree.
 
@@ -51,6 +51,10 @@ class SpanBuilder:
     kept over the session's spans; they live here rather than in the tree's
     own dicts because the daemon keeps these objects for every cached span,
     and each dict entry keyed by span id cost about 100 bytes a span.
+
+    `__init__` is written out (it takes what opening a span knows): mypyc
+    compiles it, where the dataclass's own is Python code generated at import
+    (see `Event`).
     """
 
     span_id: str
@@ -86,6 +90,43 @@ class SpanBuilder:
     seen_end_ms: int | None = -1
     """The interval the tree last placed the span by (-1: not placed yet)."""
 
+    def __init__(
+        self,
+        span_id: str,
+        session_id: str,
+        order: int,
+        tool: str | None = None,
+        tool_call_id: str | None = None,
+        *,
+        has_call: bool = False,
+        has_end: bool = False,
+    ) -> None:
+        self.span_id = span_id
+        self.session_id = session_id
+        self.order = order
+        self.tool = tool
+        self.tool_call_id = tool_call_id
+        self.hook_start_ms = None
+        self.hook_end_ms = None
+        self.call_start_ms = None
+        self.result_end_ms = None
+        self.call_start_exact = False
+        self.result_end_exact = False
+        self.tokens_in = None
+        self.tokens_out = None
+        self.reasoning_tokens = None
+        self.cost_usd_e6 = None
+        self.paths = None
+        self.has_call = has_call
+        self.has_end = has_end
+        self.parent = None
+        self.depth = 0
+        self.subtree_cost_usd_e6 = None
+        self.subtree_token_count = None
+        self.children = None
+        self.seen_start_ms = -1
+        self.seen_end_ms = -1
+
     @property
     def start_ms(self) -> int | None:
         return self.hook_start_ms if self.hook_start_ms is not None else self.call_start_ms
@@ -104,7 +145,7 @@ class RetiredSpanNeeded(Exception):
 
 
 #: What `SessionSpans.by_order` holds in place of a retired span.
-_RETIRED = SpanBuilder(span_id="", session_id="", order=-1, has_call=True, has_end=True)
+_RETIRED: Final = SpanBuilder(span_id="", session_id="", order=-1, has_call=True, has_end=True)
 
 
 def _has_no_call(span: SpanBuilder) -> bool:
@@ -172,15 +213,15 @@ class _OpenIndex:
 
 
 #: The fields of a SpanBuilder that feeding changes.
-_STATE_FIELDS = (
+_STATE_FIELDS: Final = (
     "tool", "tool_call_id", "hook_start_ms", "hook_end_ms", "call_start_ms", "result_end_ms",
     "call_start_exact", "result_end_exact", "tokens_in", "tokens_out", "reasoning_tokens",
     "cost_usd_e6", "paths", "has_call", "has_end",
 )  # fmt: skip
-_state_of = attrgetter(*_STATE_FIELDS)
+_state_of: Final = attrgetter(*_STATE_FIELDS)
 #: Where a saved state holds what `start_ms` and `end_ms` are made of.
-_START_AT = (_STATE_FIELDS.index("hook_start_ms"), _STATE_FIELDS.index("call_start_ms"))
-_END_AT = (_STATE_FIELDS.index("hook_end_ms"), _STATE_FIELDS.index("result_end_ms"))
+_START_AT: Final = (_STATE_FIELDS.index("hook_start_ms"), _STATE_FIELDS.index("call_start_ms"))
+_END_AT: Final = (_STATE_FIELDS.index("hook_end_ms"), _STATE_FIELDS.index("result_end_ms"))
 
 #: One step of an event's undo: ("open", span) | ("state", span, fields) |
 #: ("add" or "pop", index, tool, order).

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import orjson
 
@@ -36,34 +36,36 @@ from spanwatch.engine.serde_numbers import EDGE, serde_number_in_range
 PayloadText: TypeAlias = str | bytes
 
 #: serde_json's recursion limit: a document nested this deep does not parse.
-MAX_DEPTH = 128
+MAX_DEPTH: Final = 128
 
 #: Object keys whose non-empty string values are file paths.
-PATH_KEYS = frozenset({"path", "file_path", "target_file", "file", "relative_workspace_path"})
+PATH_KEYS: Final = frozenset(
+    {"path", "file_path", "target_file", "file", "relative_workspace_path"}
+)
 
 #: The shortest JSON text that names a path: {"file":"x"} (longer in any other form).
-_MIN_PATH_JSON = len('{"file":"x"}')
+_MIN_PATH_JSON: Final = len('{"file":"x"}')
 
 #: First characters of a string that could parse to a JSON value holding paths.
 #: Numbers, booleans and null parse too, but hold nothing, so are not tried.
-_CONTAINER_STARTS = frozenset('{["')
-_JSON_SPACE = " \t\n\r"
+_CONTAINER_STARTS: Final = frozenset('{["')
+_JSON_SPACE: Final = " \t\n\r"
 #: First characters of a string worth a closer look for JSON within.
-_JSON_STARTS = _CONTAINER_STARTS | frozenset(_JSON_SPACE)
+_JSON_STARTS: Final = _CONTAINER_STARTS | frozenset(_JSON_SPACE)
 
 
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
-_NOT_JSON_SPACE = re.compile(r"[^ \t\n\r]")
+_NOT_BRACKET: Final = re.compile(rb"[^\[\]{}]+")
+_NOT_JSON_SPACE: Final = re.compile(r"[^ \t\n\r]")
 
 #: A path key in quotes; the closing quote is escaped once per level of
 #: JSON-in-a-string (the opening one too, but its backslashes come before it).
 #: As text, for strings within a parsed payload, and as bytes, for payloads.
-_PATH_KEY = re.compile('"(?:' + "|".join(sorted(PATH_KEYS)) + r')\\*"')
-_PATH_KEY_UTF8 = re.compile(_PATH_KEY.pattern.encode())
+_PATH_KEY: Final = re.compile('"(?:' + "|".join(sorted(PATH_KEYS)) + r')\\*"')
+_PATH_KEY_UTF8: Final = re.compile(_PATH_KEY.pattern.encode())
 
 #: Where a number of magnitude 2**64 or more could be: 20 digits in a row, or
 #: a digit before an exponent. Without either, no number can reach EDGE.
-_MAY_BE_BIG = re.compile(rb"[0-9]{20}|[0-9][eE]")
+_MAY_BE_BIG: Final = re.compile(rb"[0-9]{20}|[0-9][eE]")
 
 
 class Payload:
@@ -235,7 +237,7 @@ def _may_hide_values(text: bytes, value: dict[str, Any] | list[Any], walk: _Walk
 
 #: Payloads up to this size are written out by orjson to count the colons of
 #: their parsed value; a longer one's few long strings are counted where they are.
-_WRITE_OUT_UNDER = 4096
+_WRITE_OUT_UNDER: Final = 4096
 
 
 def _occurrences(text: bytes, byte: bytes) -> int:

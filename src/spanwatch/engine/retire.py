@@ -35,13 +35,15 @@ Either way their rows can no longer change.
 
 from __future__ import annotations
 
+from typing import Final
+
 from spanwatch.engine.builder import SessionSpans, SpanBuilder
 from spanwatch.engine.tree import SpanTree
 
 #: Spans opened after an open span before it is taken for an interrupted tool
 #: (about 2,000 events). A Task still running past that costs a full read
 #: of the session when it ends.
-OPEN_SPAN_AGE = 500
+OPEN_SPAN_AGE: Final = 500
 
 
 def retire_spans(spans: SessionSpans, tree: SpanTree) -> list[SpanBuilder]:

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Final
 
-_U64_MAX = 2**64 - 1
-_I32_MAX = 2**31 - 1
-_I32_MIN = -(2**31)
-_POW10 = tuple(float(f"1e{k}") for k in range(309))
-_NUMBER = re.compile(r"(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?)(\d+))?")
+_U64_MAX: Final = 2**64 - 1
+_I32_MAX: Final = 2**31 - 1
+_I32_MIN: Final = -(2**31)
+_POW10: Final = tuple(float(f"1e{k}") for k in range(309))
+_NUMBER: Final = re.compile(r"(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?)(\d+))?")
 
 #: Magnitudes from which orjson's verdict may differ from serde_json's: past
 #: u64, serde_json's integer part saturates (and its exponent bookkeeping can
 #: refuse `18446744073709551616.0`); near 1e308 its arithmetic overflows.
-EDGE = float(2**64)
+EDGE: Final = float(2**64)
 
 
 def _overflows(value: int, digit: int, limit: int) -> bool:

@@ -28,15 +28,16 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
+from typing import Final
 
 from spanwatch.engine.builder import SpanBuilder
 from spanwatch.engine.records import SpanRecord, make_record
 
-_NO_START = 2**64  # sorts after every real start, as u64::MAX does in the reference
-_I64 = 2**64
+_NO_START: Final = 2**64  # sorts after every real start, as u64::MAX does in the reference
+_I64: Final = 2**64
 
 SortKey = tuple[int, int, int]
-_UNSEEN = -1  # `seen_start_ms` of a span not placed yet: timestamps are never negative
+_UNSEEN: Final = -1  # `seen_start_ms` of a span not placed yet: timestamps are never negative
 
 
 def sort_key(span: SpanBuilder) -> SortKey:

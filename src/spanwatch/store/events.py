@@ -19,23 +19,25 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from spanwatch.engine.events import U32_MAX, Event, EventKind, EventSource
 from spanwatch.store.connection import InvalidText, fetch_all, padded, read_snapshot
 from spanwatch.store.schema import EventsShape
 
 #: Kinds whose events never touch a span: validated and counted, not kept.
-_INERT_KINDS = frozenset({"Message", "Error", "Cost"})
-_TEXT_COLUMNS = {1: "session_id", 5: "kind", 6: "source", 7: "tool", 8: "tool_call_id"}
-_TOKEN_COLUMNS = {9: "tokens_in", 10: "tokens_out", 11: "reasoning_tokens"}
+_INERT_KINDS: Final = frozenset({"Message", "Error", "Cost"})
+_TEXT_COLUMNS: Final = {1: "session_id", 5: "kind", 6: "source", 7: "tool", 8: "tool_call_id"}
+_TOKEN_COLUMNS: Final = {9: "tokens_in", 10: "tokens_out", 11: "reasoning_tokens"}
 #: The payload column as read: a TEXT value's bytes as stored (UTF-8, not yet
 #: checked), else the name of its storage class (a str), for the skip reason.
-_PAYLOAD = "CASE typeof(payload) WHEN 'text' THEN CAST(payload AS BLOB) ELSE typeof(payload) END"
-_STORAGE_CLASSES = {"integer": "INTEGER", "real": "REAL", "blob": "BLOB"}
+_PAYLOAD: Final = (
+    "CASE typeof(payload) WHEN 'text' THEN CAST(payload AS BLOB) ELSE typeof(payload) END"
+)
+_STORAGE_CLASSES: Final = {"integer": "INTEGER", "real": "REAL", "blob": "BLOB"}
 #: `EventKind.parse` and `EventSource.parse` as lookups (unknown values are hooks).
-_KINDS = {kind.value: kind for kind in EventKind}
-_SOURCES = {source.value: source for source in EventSource}
+_KINDS: Final = {kind.value: kind for kind in EventKind}
+_SOURCES: Final = {source.value: source for source in EventSource}
 
 
 # Not frozen: compiled by mypyc (setup.py), a frozen dataclass cannot be
@@ -216,7 +218,7 @@ def session_rows_in_parts(
 
 
 #: Values bound per `IN (...)` list, well under SQLite's limit on parameters.
-_IN_CHUNK = 500
+_IN_CHUNK: Final = 500
 
 
 def _select_list(shape: EventsShape) -> str:
@@ -226,7 +228,7 @@ def _select_list(shape: EventsShape) -> str:
 
 
 #: An event's place in load order, (ts_ms, seq), taken in C rather than by a call each.
-_load_order = attrgetter("ts_ms", "seq")
+_load_order: Final = attrgetter("ts_ms", "seq")
 
 
 def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:

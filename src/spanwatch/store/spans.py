@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import orjson
 
@@ -22,14 +23,16 @@ from spanwatch.store.schema import SPAN_COLUMN_NAMES
 #: One tool_spans row, in SPAN_COLUMN_NAMES order.
 SpanRow = tuple[object, ...]
 
-_PATHS_JSON = SPAN_COLUMN_NAMES.index("paths_json")
+_PATHS_JSON: Final = SPAN_COLUMN_NAMES.index("paths_json")
 #: Indexed columns of tool_spans besides span_id that a rebuild can change: a
 #: row whose values here are unchanged is updated in place, leaving every index.
-_PLACE = (SPAN_COLUMN_NAMES.index("parent_span_id"), SPAN_COLUMN_NAMES.index("depth"))
-_SESSION = SPAN_COLUMN_NAMES.index("session_id")
-_IN_PLACE = tuple(i for i in range(1, len(SPAN_COLUMN_NAMES)) if i != _SESSION and i not in _PLACE)
-_COLUMNS = ", ".join(SPAN_COLUMN_NAMES)
-_UPSERT = (
+_PLACE: Final = (SPAN_COLUMN_NAMES.index("parent_span_id"), SPAN_COLUMN_NAMES.index("depth"))
+_SESSION: Final = SPAN_COLUMN_NAMES.index("session_id")
+_IN_PLACE: Final = tuple(
+    i for i in range(1, len(SPAN_COLUMN_NAMES)) if i != _SESSION and i not in _PLACE
+)
+_COLUMNS: Final = ", ".join(SPAN_COLUMN_NAMES)
+_UPSERT: Final = (
     f"INSERT INTO tool_spans ({_COLUMNS}) VALUES ({', '.join('?' * len(SPAN_COLUMN_NAMES))}) "
     "ON CONFLICT(span_id) DO UPDATE SET "
     + ", ".join(f"{name} = excluded.{name}" for name in SPAN_COLUMN_NAMES[1:])
@@ -38,12 +41,12 @@ _UPSERT = (
 )
 # The upsert rewrites the row's entries in every index of tool_spans (its SET
 # names their columns): about 2.5x the pages this UPDATE writes.
-_UPDATE_IN_PLACE = (
+_UPDATE_IN_PLACE: Final = (
     "UPDATE tool_spans SET "
     + ", ".join(f"{SPAN_COLUMN_NAMES[i]} = ?" for i in _IN_PLACE)
     + " WHERE span_id = ? AND session_id = ?"
 )
-_IN_CHUNK = 512
+_IN_CHUNK: Final = 512
 
 
 def record_row(record: SpanRecord) -> SpanRow:
@@ -81,8 +84,8 @@ def stored_rows(conn: sqlite3.Connection, session_id: str) -> dict[str, SpanRow]
 #: hash alike with odds of about 2**-64.
 Fingerprint = int
 
-_HASH_BITS = 64
-_HASH_MASK = (1 << _HASH_BITS) - 1
+_HASH_BITS: Final = 64
+_HASH_MASK: Final = (1 << _HASH_BITS) - 1
 
 
 def fingerprint(row: SpanRow) -> Fingerprint:
@@ -157,16 +160,16 @@ def stored_fingerprints(
     return found
 
 
-_SESSION_ROWS = f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?"
-_SESSION_ROWS_FROM = (
+_SESSION_ROWS: Final = f"SELECT {_COLUMNS} FROM tool_spans WHERE session_id = ?"
+_SESSION_ROWS_FROM: Final = (
     f"SELECT {_COLUMNS} FROM tool_spans "
     "WHERE session_id = ? AND (started_at_ms >= ? OR ended_at_ms >= ?)"
 )
-_SESSION_PATHS = (
+_SESSION_PATHS: Final = (
     "SELECT p.span_id, p.path FROM tool_span_paths AS p "
     "JOIN tool_spans AS t ON t.span_id = p.span_id WHERE t.session_id = ?"
 )
-_SESSION_PATHS_FROM = (
+_SESSION_PATHS_FROM: Final = (
     "SELECT p.span_id, p.path FROM tool_span_paths AS p "
     "JOIN tool_spans AS t ON t.span_id = p.span_id "
     "WHERE t.session_id = ? AND (t.started_at_ms >= ? OR t.ended_at_ms >= ?)"

@@ -262,16 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         floors = [floor_run(work)]
         rebuilds = []
         for i in range(args.rebuild_repeat):
-            if i:
-                copy_store(base, fresh_copy)
-            target_db = fresh_copy if i else work
+            # The first run's copy is kept for the runs below; later ones get their own.
+            copy = copy_store(base, fresh_copy) if i else work
             progress(f"rebuild_store of the whole store, {args.jobs} jobs, run {i + 1}")
-            run = run_worker("rebuild", target_db, args.jobs).check()
+            run = run_worker("rebuild", copy, args.jobs).check()
             done = measured_summary(run, run.json())
             rebuilds.append(done)
             progress(f"  {done['seconds']:.1f} s, peak RSS {done['peak_rss_mb']:.0f} MB")
-            if i:
-                remove_store(fresh_copy)
+            if copy != work:
+                remove_store(copy)
             progress(f"floor run {len(floors) + 1}")
             floors.append(floor_run(work))
         while len(floors) < 3:

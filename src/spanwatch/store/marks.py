@@ -171,29 +171,27 @@ def orphan_span_sessions(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in rows if isinstance(row[0], str)]
 
 
+#: Every session_id value of `events`, with its row count, in order of first
+#: appearance (smallest rowid).
+_SESSION_GROUPS = "SELECT session_id, count(*) FROM events GROUP BY session_id ORDER BY min(id)"
+
+
 def sessions_in_order(conn: sqlite3.Connection) -> list[str]:
     """Every session of the store, in order of first appearance (smallest rowid)."""
-    return list(sized_sessions_in_order(conn))
-
-
-def sized_sessions_in_order(conn: sqlite3.Connection) -> dict[str, int]:
-    """`sessions_in_order`, each with its row count (in insertion order)."""
-    return listed_sessions(conn)[0]
+    return [row[0] for row in fetch_all(conn, _SESSION_GROUPS) if isinstance(row[0], str)]
 
 
 def listed_sessions(
     conn: sqlite3.Connection,
 ) -> tuple[dict[str, int], list[tuple[int, object]]]:
-    """`sized_sessions_in_order`, and (id, seq) of the rows whose session_id is not
-    readable TEXT, from one scan of the session index (a whole-store rebuild
-    waits for this list before it starts).
+    """`sessions_in_order` with each one's row count, and (id, seq) of the rows
+    whose session_id is not readable TEXT, from one scan of the session index
+    (a whole-store rebuild waits for this list before it starts).
 
     The reference names a session with a Rust string, so a BLOB or non-UTF-8
     session_id never matches one; spanwatch skips those rows too, and says so.
     """
-    groups = fetch_all(
-        conn, "SELECT session_id, count(*) FROM events GROUP BY session_id ORDER BY min(id)"
-    )
+    groups = fetch_all(conn, _SESSION_GROUPS)
     sizes: dict[str, int] = {}
     rows: list[tuple[int, object]] = []
     for session_id, count in groups:

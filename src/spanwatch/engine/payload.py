@@ -99,7 +99,10 @@ def may_name_path(text: PayloadText) -> bool:
     of those are below U+0100). Texts with neither need no parse or walk for paths.
     """
     if isinstance(text, bytes):
-        return _PATH_KEY_UTF8.search(text) is not None or b"\\u00" in text
+        # Bytes are searched with `find`, not `in`: on Python 3.11, `needle in
+        # data` first tries the needle as a byte value (an int) and raises,
+        # formats and clears a TypeError: ~2,000 instructions, on every payload.
+        return _PATH_KEY_UTF8.search(text) is not None or text.find(b"\\u00") >= 0
     return _PATH_KEY.search(text) is not None or "\\u00" in text
 
 
@@ -113,7 +116,8 @@ def payload_paths(text: PayloadText) -> list[str]:
 def may_be_tool_hook(text: PayloadText) -> bool:
     """False when the payload cannot name a PreToolUse/PostToolUse hook (either spelling)."""
     if isinstance(text, bytes):
-        return b"ToolUse" in text or b"tool_use" in text or b"\\u" in text
+        # `find`, not `in`: see may_name_path.
+        return text.find(b"ToolUse") >= 0 or text.find(b"tool_use") >= 0 or text.find(b"\\u") >= 0
     return "ToolUse" in text or "tool_use" in text or "\\u" in text
 
 
@@ -221,7 +225,7 @@ def _may_hide_values(text: bytes, value: dict[str, Any] | list[Any], walk: _Walk
     colons = _occurrences(text, b":")
     if colons <= walk.members:
         return False
-    if b"\\u003" in text:
+    if text.find(b"\\u003") >= 0:  # `find`, not `in`: see may_name_path
         duplicates = _occurrences(_outside_strings(text), b":") > walk.members
     elif len(text) <= _WRITE_OUT_UNDER:
         try:

@@ -7,6 +7,7 @@ store with enough sessions to take the parallel path.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from spanwatch.engine import Event
 from spanwatch.engine.events import EventKind as K
 from spanwatch.store import marks
+from spanwatch.store.prepare import WORKER_NICENESS, start_workers
 from spanwatch.store.rebuild_all import PARALLEL_MIN_SESSIONS, StoreSummary, rebuild_store
 from stores import insert_events, insert_rows, make_store, path_rows, span_table
 from test_store_rebuild import task_session
@@ -109,3 +111,12 @@ def test_cli_rebuild_with_jobs_reports_the_serial_figures(tmp_path: Path) -> Non
     assert span_table(sqlite3.connect(tmp_path / "a.db")) == span_table(
         sqlite3.connect(tmp_path / "b.db")
     )
+
+
+def test_workers_give_way_to_the_process_that_holds_the_write_lock() -> None:
+    pool = start_workers(2)
+    try:
+        niceness = {pool.submit(os.nice, 0).result() for _ in range(6)}
+    finally:
+        pool.shutdown()
+    assert niceness == {min(os.nice(0) + WORKER_NICENESS, 19)}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from spanwatch.engine import build_span_records
+from spanwatch.engine import SessionSpans, build_span_records
 from spanwatch.engine.builder import SpanBuilder
 from spanwatch.engine.events import Event, EventKind, EventSource
 from spanwatch.engine.payload import parse_payload, paths_from_payload
@@ -135,6 +135,25 @@ def test_hook_kind_both_spellings_under_either_key(
 @pytest.mark.parametrize("name", ["Stop", "SessionStart", "pretooluse", "PreToolUse ", ""])
 def test_other_hook_events_open_no_span(name: str) -> None:
     assert Stream().hook(1, {"hook_event_name": name, "tool_name": "Edit"}).spans() == {}
+
+
+def test_hook_payloads_that_do_not_parse_are_counted_those_not_utf8_among_them() -> None:
+    """The store leaves hook payloads for this parse to check for UTF-8 (orjson parses
+    UTF-8 only) while the count stays 0 (see `SessionRows.check_hook_payloads`)."""
+    pre = b'{"hook_event_name": "PreToolUse", "tool_name": "Read", "x": "'
+    payloads = {
+        pre + "é".encode() + b'"}': 0,  # UTF-8, not ASCII: parses
+        pre + b'\xc3\x28"}': 1,  # not UTF-8
+        pre + b'\xed\xa0\x80"}': 1,  # a surrogate spelled in UTF-8
+        pre + b'"': 1,  # not JSON
+        b'{"hook_event_name": "PostToolUseFailure"}': 0,  # parses, no tool hook
+        b'{"other": 1}': 0,  # not even parsed: it names no tool hook
+    }
+    for payload, not_json in payloads.items():
+        spans = SessionSpans()
+        spans.feed_all([Event("s", 1, 5, HOOK, tool_call_id="h", payload=payload)])
+        assert spans.hooks_not_json == not_json, payload
+        assert bool(spans.spans) == (payload.startswith(pre) and not not_json), payload
 
 
 def test_string_event_key_wins_over_hook_event_name() -> None:

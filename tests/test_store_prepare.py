@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from spanwatch.engine import Event, SessionSpans, SpanTree
 from spanwatch.store import marks
 from spanwatch.store.connection import open_store
+from spanwatch.store.events import load_session_rows
 from spanwatch.store.prepare import _handout_order, prepare_session
 from spanwatch.store.schema import events_shape
 from spanwatch.store.spans import built_rows, record_row
@@ -74,3 +75,56 @@ def test_a_prepared_sessions_watermark_is_the_one_sql_reads(
     for session_id in ("s", "other", "third", "absent"):
         prepared = prepare_session(store, events_shape(store), session_id)
         assert prepared.mark == marks.live_mark(store, session_id)
+
+
+#: A maybe tool hook whose payload is not UTF-8 (and not JSON, once it is not).
+_BAD_HOOK = b'{"hook_event_name": "PostToolUse", "tool_name": "Read", "out": "\xc3\x28"}'
+#: A tool hook whose payload is UTF-8 but not ASCII: left to the parse, and kept.
+_GOOD_HOOK = (
+    '{"hook_event_name": "PreToolUse", "tool_name": "Read", "tool_input": {"file_path": "/é"}}'
+)
+
+
+@pytest.mark.parametrize("type_problem", [False, True], ids=["only payloads", "and a text seq"])
+def test_a_hook_payload_that_is_not_utf8_is_skipped_as_on_reading(
+    tmp_path: Path, type_problem: bool
+) -> None:
+    """A worker leaves maybe-tool-hook payloads to the engine's parse to check (orjson
+    parses only UTF-8). One that is not UTF-8 is skipped all the same: in its place
+    among the skipped rows, without its token notes, with the spans and the
+    watermark of a session read with every payload checked."""
+    conn = make_store(tmp_path / "events.db", loose=True)
+    insert_events(conn, task_session("s", base=1000))
+    raw = [  # (seq, kind, tool_call_id, tokens_in, payload bytes stored as TEXT)
+        (20, "Hook", "h1", 2**40, _BAD_HOOK),
+        (21, "ToolCall", "c1", None, b'{"x": "\xff"}'),
+        (22, "PostToolUse", "h2", 5, _BAD_HOOK),
+        (23, "Hook", "h3", 2**33, _GOOD_HOOK.encode()),
+        (24, "Hook", "h4", None, _BAD_HOOK),
+    ]
+    conn.executemany(
+        "INSERT INTO events (session_id, seq, ts_ms, kind, source, tool_call_id, tokens_in, "
+        "payload) VALUES ('s', ?, ?, ?, 'Hook', ?, ?, CAST(? AS TEXT))",
+        [(seq, 1000 + seq, kind, call, tokens, text) for seq, kind, call, tokens, text in raw],
+    )
+    if type_problem:
+        insert_rows(conn, [_row("s", "7b")])
+    conn.commit()
+    store = open_store(tmp_path / "events.db", readonly=True)
+    shape = events_shape(store)
+
+    prepared = prepare_session(store, shape, "s")
+
+    checked = load_session_rows(store, shape, "s")
+    expected_seqs: list[object] = [20, 21, 22, 24] + (["7b"] if type_problem else [])
+    assert [row.seq for row in checked.skipped] == expected_seqs
+    assert prepared.skipped == checked.skipped
+    assert prepared.token_notes == checked.token_notes
+    assert [note.seq for note in prepared.token_notes] == [23]
+    assert prepared.mark == marks.live_mark(store, "s")
+    spans = SessionSpans()
+    spans.feed_all(checked.events)
+    tree = SpanTree()
+    tree.update(spans.spans, ())
+    assert prepared.rows == built_rows(tree)
+    assert "h3" in prepared.span_ids

@@ -271,6 +271,8 @@ def _bad_rows(rng: random.Random, session: str, seq: int) -> list[dict[str, Any]
         {"payload": None},
         {"payload": b"{}"},
         {"payload": RawText(b'{"path": "\xc3\x28"}')},
+        # A maybe tool hook: a worker leaves its payload to the parse to check.
+        {"kind": "Hook", "payload": RawText(b'{"hook_event_name": "PostToolUse", "x": "\xff"}')},
         {"tokens_in": "many"},
         {"cost_usd_e6": 0.5},
         {"ts_exact": "yes"},

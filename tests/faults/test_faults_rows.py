@@ -37,6 +37,10 @@ ANY_VALUE: st.SearchStrategy[Any] = st.one_of(
     st.text(max_size=12),
     st.binary(max_size=8),
     st.builds(RawText, st.binary(min_size=1, max_size=8)),  # TEXT that may not be UTF-8
+    st.builds(  # a maybe tool hook as TEXT that may not be UTF-8 (or JSON)
+        lambda tail: RawText(b'{"hook_event_name": "PostToolUse", "x": "' + tail + b'"}'),
+        st.binary(min_size=1, max_size=3),
+    ),
     st.sampled_from(["12", "1.5", " 7 ", "ToolCall"]),  # affinity turns some into numbers
 )
 TIMESTAMPS = st.one_of(

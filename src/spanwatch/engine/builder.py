@@ -261,6 +261,10 @@ class SessionSpans:
         self._retired = array("q")
         """`hash()` of each retired span's id, sorted (8 bytes a span)."""
         self.retired_count = 0
+        self.hooks_not_json = 0
+        """Hook events parsed as maybe tool hooks whose payload is not JSON (or is
+        `null`). While it is 0, every such payload parsed, which orjson does only
+        for valid UTF-8: the store layer leaves those payloads unchecked till then."""
 
     @property
     def span_count(self) -> int:
@@ -476,6 +480,9 @@ class SessionSpans:
         # Parsed in any case, so the walk collects paths without first asking
         # the text whether it may name one (it finds none where it names none).
         payload = Payload(event.payload, names_path=True)
+        if payload.value is None:
+            self.hooks_not_json += 1
+            return False
         kind = hook_kind(payload.value)
         if kind is None:
             return False

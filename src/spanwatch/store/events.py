@@ -7,7 +7,9 @@ the reason, for the caller to log and count. A negative `ts_ms` is dropped too,
 and a token count outside u32 reads as NULL (DESIGN.md "Integer edges").
 
 The payload is read as its stored bytes (`_PAYLOAD`), checked to be UTF-8
-here, and handed to the engine as they are: it looks at and parses payloads
+here (or, for a whole session's read, by the engine's parse of the hook
+payloads it parses anyway: `SessionRows.check_hook_payloads`), and handed
+to the engine as they are: it looks at and parses payloads
 as UTF-8 (orjson's own input), and most payload bytes are tool outputs that
 nothing decodes. A decoded copy of a long non-ASCII one is a str of two or
 four bytes a character, and made the rows' memory several times their size.
@@ -22,6 +24,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from spanwatch.engine.events import U32_MAX, Event, EventKind, EventSource
+from spanwatch.engine.payload import may_be_tool_hook
 from spanwatch.store.connection import InvalidText, fetch_all, padded, read_snapshot
 from spanwatch.store.schema import EventsShape
 
@@ -35,6 +38,9 @@ _PAYLOAD: Final = (
     "CASE typeof(payload) WHEN 'text' THEN CAST(payload AS BLOB) ELSE typeof(payload) END"
 )
 _STORAGE_CLASSES: Final = {"integer": "INTEGER", "real": "REAL", "blob": "BLOB"}
+#: A hook row's payload left unchecked (see `SessionRows.check_hook_payloads`):
+#: (skipped rows and token notes before it, its id, session_id, seq, payload).
+_Unchecked = tuple[int, int, int, str, int, bytes]
 #: `EventKind.parse` and `EventSource.parse` as lookups (unknown values are hooks).
 _KINDS: Final = {kind.value: kind for kind in EventKind}
 _SOURCES: Final = {source.value: source for source in EventSource}
@@ -73,8 +79,36 @@ class SessionRows:
     token_notes: list[TokenOutOfRange] = field(default_factory=list)
     row_count: int = 0
     max_seq: int = -(2**63)
-    """Largest seq and rowid among the valid rows."""
+    """Largest seq and rowid among the valid rows (unchecked ones included)."""
     max_id: int = 0
+    unchecked: list[_Unchecked] = field(default_factory=list)
+    """Rows whose payload is not yet checked to be UTF-8 (see `check_hook_payloads`)."""
+
+    def check_hook_payloads(self, hooks_not_json: int) -> None:
+        """Skip the unchecked rows whose payload is not UTF-8, in the place the
+        check on reading would have put them (and drop their token notes).
+
+        `load_session_rows(..., hooks_checked_by_parse=True)` leaves the payload
+        of a row unchecked when the engine will parse it as a maybe tool hook:
+        orjson parses only UTF-8, and the engine counts the hook payloads that
+        did not parse (`SessionSpans.hooks_not_json`, passed here). While that
+        is 0 every unchecked payload is UTF-8; else each is decoded. A hook
+        that does not parse is no tool hook, so the rows skipped here changed no
+        span; and as their seq and id are integers, the watermark read with
+        them is the one SQL reads (`marks.live_mark`) for a skipped row.
+        """
+        unchecked, self.unchecked = self.unchecked, []
+        if not hooks_not_json:
+            return
+        notes = self.token_notes
+        for skipped_before, notes_before, row_id, session_id, seq, payload in reversed(unchecked):
+            try:
+                payload.decode()
+            except UnicodeDecodeError:
+                problem = SkippedRow(row_id, session_id, seq, "payload is not valid UTF-8")
+                self.skipped.insert(skipped_before, problem)
+                while notes_before < len(notes) and notes[notes_before].row_id == row_id:
+                    del notes[notes_before]
 
 
 def load_session_rows(
@@ -86,15 +120,20 @@ def load_session_rows(
     by_rowid: bool = False,
     from_ts: int | None = None,
     up_to_id: int | None = None,
+    hooks_checked_by_parse: bool = False,
 ) -> SessionRows:
     """The session's rows, events in the reference's order (ts_ms, seq), in one statement.
 
     With `after_id`, only rows appended after that rowid are read; with
     `from_ts` and `up_to_id`, only rows at that ts_ms or later, up to that
-    rowid (a resumed session's, see `store.resume`). The rows
-    are sorted here rather than by `ORDER BY ts_ms, seq`: SQLite would copy
-    every row, payload and all, through a sorter first. Only valid rows are
-    sorted, and their ts_ms and seq are integers, which order as SQLite's do.
+    rowid (a resumed session's, see `store.resume`). `hooks_checked_by_parse`:
+    payloads that the engine parses as maybe tool hooks are not checked to be
+    UTF-8 here, where decoding them was most of the check, as the parse checks
+    them (the caller feeds every event to one `SessionSpans`, then calls
+    `check_hook_payloads`). The rows are sorted here rather than by `ORDER BY
+    ts_ms, seq`: SQLite would copy every row, payload and all, through a
+    sorter first. Only valid rows are sorted, and their ts_ms and seq are
+    integers, which order as SQLite's do.
     """
     columns = _select_list(shape)
     sql = f"SELECT {columns} FROM events WHERE session_id = ?"
@@ -110,7 +149,7 @@ def load_session_rows(
     elif from_ts is not None and up_to_id is not None:
         sql += " AND ts_ms >= ? AND id <= ?"
         params = (session_id, from_ts, up_to_id)
-    rows = convert_rows(_drain(fetch_all(conn, sql, params)))
+    rows = convert_rows(_drain(fetch_all(conn, sql, params)), hooks_checked_by_parse)
     rows.events.sort(key=_load_order)
     return rows
 
@@ -231,8 +270,11 @@ def _select_list(shape: EventsShape) -> str:
 _load_order: Final = attrgetter("ts_ms", "seq")
 
 
-def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
-    """Rows read with `_select_list` into events, the rows the reference drops skipped.
+def convert_rows(
+    rows: Iterable[tuple[Any, ...]], hooks_checked_by_parse: bool = False
+) -> SessionRows:
+    """Rows read with `_select_list` into events, the rows the reference drops skipped
+    (`hooks_checked_by_parse`: see `load_session_rows`).
 
     Runs once per row of a rebuild: counters live in locals until the end, and
     kinds and sources are looked up as `EventKind.parse` and `EventSource.parse`
@@ -269,11 +311,20 @@ def convert_rows(rows: Iterable[tuple[Any, ...]]) -> SessionRows:
             out.skipped.append(SkippedRow(_id, session, seq, problem))
             continue
         if not payload.isascii():
-            try:
-                payload.decode()  # only to check: the bytes are what the engine takes
-            except UnicodeDecodeError:
-                out.skipped.append(SkippedRow(_id, session_id, seq, "payload is not valid UTF-8"))
-                continue
+            if (
+                hooks_checked_by_parse
+                and kinds.get(kind, hook) is hook
+                and may_be_tool_hook(payload)
+            ):
+                unchecked = (len(out.skipped), len(out.token_notes), _id, session_id, seq, payload)
+                out.unchecked.append(unchecked)
+            else:
+                try:
+                    payload.decode()  # only to check: the bytes are what the engine takes
+                except UnicodeDecodeError:
+                    reason = "payload is not valid UTF-8"
+                    out.skipped.append(SkippedRow(_id, session_id, seq, reason))
+                    continue
         if seq > max_seq:
             max_seq = seq
         if _id > max_id:

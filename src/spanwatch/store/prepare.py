@@ -64,10 +64,11 @@ def prepare_session(
     The session's watermark is what `marks.live_mark` would read in the same
     snapshot, taken from the rows themselves: SQL's max(seq) is the largest
     valid seq when every row is valid (else it is asked: a seq of another
-    type orders as SQL orders types).
+    type orders as SQL orders types). Hook payloads are checked to be UTF-8
+    by the engine's parse (see `SessionRows.check_hook_payloads`).
     """
     with read_snapshot(conn):
-        rows = load_session_rows(conn, shape, session_id)
+        rows = load_session_rows(conn, shape, session_id, hooks_checked_by_parse=True)
         if rows.skipped:
             mark = marks.live_mark(conn, session_id)
         else:
@@ -75,6 +76,7 @@ def prepare_session(
             mark = SessionMark(session_id, max_seq, rows.row_count, rows.max_id)
     spans = SessionSpans()
     spans.feed_all(rows.events)
+    rows.check_hook_payloads(spans.hooks_not_json)
     tree = SpanTree()
     tree.update(spans.spans, ())
     return PreparedSession(

@@ -11,6 +11,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from spanwatch.engine import Event
@@ -120,3 +122,27 @@ def test_workers_give_way_to_the_process_that_holds_the_write_lock() -> None:
     finally:
         pool.shutdown()
     assert niceness == {min(os.nice(0) + WORKER_NICENESS, 19)}
+
+
+def test_workers_of_the_console_script_do_not_load_the_cli(tmp_path: Path) -> None:
+    """A spawned worker first imports the script its parent ran: `spanwatch`'s
+    must not bring the CLI (pydantic, rich, the daemon) into every worker."""
+    (script,) = entry_points(group="console_scripts", name="spanwatch")
+    path = tmp_path / "spanwatch"
+    path.write_text(  # what pip writes for the console script, then a rebuild's workers
+        f"from {script.module} import {script.attr}\n"
+        + textwrap.dedent(
+            """
+            if __name__ == "__main__":
+                from spanwatch.store.prepare import start_workers
+                pool = start_workers(1)
+                print(*pool.submit(eval, "sorted(__import__('sys').modules)").result())
+                pool.shutdown()
+            """
+        )
+    )
+    run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, check=True)
+    modules = run.stdout.split()
+    assert "spanwatch.store.prepare" in modules
+    heavy = ("pydantic", "rich", "structlog", "spanwatch.cli.", "spanwatch.daemon")
+    assert [name for name in modules if name.startswith(heavy)] == []

@@ -6,12 +6,12 @@ output at payload_scale 0.25, about 1.6 KB per event on average, post-tool
 payloads up to about 25 KB, about 1.7 GB for the store):
 
 a. the floor: every row of `events` read into Python with a bare SELECT of the
-   columns spanwatch reads (best of three runs: before, between and after
-   the runs of b);
+   columns spanwatch reads (best of the runs before, between and after the
+   runs of b: four by default);
 b. `rebuild_store` of the whole store into a fresh copy, in a child process of
    its own, with `--jobs` worker processes (default: as `spanwatch rebuild`;
    peak RSS is the highest sum over the child and its workers, CPU includes
-   the workers'); best of `--rebuild-repeat` runs (2), each on a fresh copy
+   the workers'); best of `--rebuild-repeat` runs (3), each on a fresh copy
    and between two floor runs, so that both figures of the ratio are taken
    alike on a machine whose speed moves from minute to minute (every run's
    time is printed). Also `spanwatch rebuild --json` end to end on another fresh
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--oracle-budget", type=float, help="seconds for oracle runs (1200)")
     parser.add_argument("--engine-repeat", type=int, default=3, help="engine runs (best taken)")
     parser.add_argument(
-        "--rebuild-repeat", type=int, default=2, help="whole-store rebuilds (best taken)"
+        "--rebuild-repeat", type=int, default=3, help="whole-store rebuilds (best taken)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the rebuilt copy")
     parser.add_argument(

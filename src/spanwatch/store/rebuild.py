@@ -220,7 +220,7 @@ class Rebuilder:
         so the session is read in full, and the flag is cleared in the same
         transaction as the spans.
         """
-        self._restore_indexes()
+        self.restore_indexes()
         cached = self._cache.pop(session_id, None)
         if cached is not None:
             self._cached_spans -= len(cached.spans.spans)
@@ -494,8 +494,9 @@ class Rebuilder:
         self.commits += 1
         self._marks_written += sum(write.mark is not None for write in pending)
 
-    def _restore_indexes(self) -> None:
-        """Before the first lookup of stored spans by session: their indexes, if deferred."""
+    def restore_indexes(self) -> None:
+        """The indexes, if deferred (`schema.indexes_deferred`): before the first lookup of
+        stored spans by session, or when the caller has time to spare."""
         if self.indexes_deferred:
             build_indexes(self.conn, retry_for_s=self.retry_for_s)
             self.indexes_deferred = False
@@ -603,7 +604,7 @@ class Rebuilder:
         return load_session_rows(self.conn, self.shape, session_id), False
 
     def _vanish(self, session_id: str, flag_version: int | None) -> SessionResult:
-        self._restore_indexes()
+        self.restore_indexes()
         result = SessionResult(session_id, "vanished")
         result.deleted = span_rows.count_session_spans(self.conn, session_id)
         self._queue(_Write(session_id, span_rows.SpanDiff(), None, flag_version=flag_version))

@@ -17,7 +17,13 @@ from pathlib import Path
 from spanwatch.store import marks
 from spanwatch.store.checkpoints import background_checkpoints
 from spanwatch.store.connection import open_store
-from spanwatch.store.prepare import prepare_session, prepared_sessions, start_workers
+from spanwatch.store.prepare import (
+    CHUNK_SESSIONS,
+    CHUNKS_AHEAD,
+    prepare_session,
+    prepared_sessions,
+    start_workers,
+)
 from spanwatch.store.rebuild import Rebuilder, SessionResult, Tally
 from spanwatch.store.schema import ensure_schema, indexes_deferred
 
@@ -89,7 +95,11 @@ def rebuild_store(
             with indexes_deferred(conn) if first else nullcontext():
                 rebuilder.indexes_deferred = first
                 results: Iterator[SessionResult]
+                indexes_after = len(todo)  # sessions written before the deferred indexes
                 if jobs > 1 and len(todo) >= PARALLEL_MIN_SESSIONS:
+                    # Once the workers have the last chunks, this process mostly
+                    # waits for them: it builds the indexes then, not after them.
+                    indexes_after -= jobs * CHUNKS_AHEAD * CHUNK_SESSIONS
                     prepared = prepared_sessions(
                         Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms,
                         pool=pool, sizes=sizes,
@@ -104,6 +114,8 @@ def rebuild_store(
                         summary.results.append(result)
                     if on_session is not None:
                         on_session(result, done, len(todo))
+                    if done >= indexes_after:
+                        rebuilder.restore_indexes()
                 rebuilder.flush()
     finally:
         conn.close()

@@ -95,9 +95,11 @@ def indexes_deferred(conn: sqlite3.Connection, *, retry_for_s: float = 30.0) -> 
     store's 115 MB of spans and paths. Without these three indexes it is 528
     MB (the primary keys stay); building each at the end, sorted, is one
     transaction of 0.1-0.3 s. `Rebuilder` builds them first (`build_indexes`)
-    if it reads stored spans by session. A process killed inside leaves
-    them absent, which makes queries slower, not wrong, until the next
-    `ensure_schema` (every spanwatch command that writes runs one).
+    if it reads stored spans by session, and a rebuild with workers once they
+    have the last sessions to build (the writer only waits for them then). A
+    process killed inside leaves them absent, which makes queries slower, not
+    wrong, until the next `ensure_schema` (every spanwatch command that writes
+    runs one).
     """
     with write_transaction(conn, retry_for_s=retry_for_s):
         for name in INDEXES:

@@ -262,9 +262,10 @@ class SessionSpans:
         """`hash()` of each retired span's id, sorted (8 bytes a span)."""
         self.retired_count = 0
         self.hooks_not_json = 0
-        """Hook events parsed as maybe tool hooks whose payload is not JSON (or is
-        `null`). While it is 0, every such payload parsed, which orjson does only
-        for valid UTF-8: the store layer leaves those payloads unchecked till then."""
+        """Hook events parsed as maybe tool hooks whose payload did not parse (as
+        serde_json reads JSON) or is `null`. While it is 0, every such payload
+        parsed, which orjson does only for UTF-8: the store layer leaves those
+        payloads unchecked till then (`SessionRows.check_hook_payloads`)."""
 
     @property
     def span_count(self) -> int:

@@ -38,6 +38,8 @@ _PAYLOAD: Final = (
     "CASE typeof(payload) WHEN 'text' THEN CAST(payload AS BLOB) ELSE typeof(payload) END"
 )
 _STORAGE_CLASSES: Final = {"integer": "INTEGER", "real": "REAL", "blob": "BLOB"}
+#: Why a row whose payload is not UTF-8 is skipped, when read or when checked later.
+_PAYLOAD_NOT_UTF8: Final = "payload is not valid UTF-8"
 #: A hook row's payload left unchecked (see `SessionRows.check_hook_payloads`):
 #: (skipped rows and token notes before it, its id, session_id, seq, payload).
 _Unchecked = tuple[int, int, int, str, int, bytes]
@@ -105,7 +107,7 @@ class SessionRows:
             try:
                 payload.decode()
             except UnicodeDecodeError:
-                problem = SkippedRow(row_id, session_id, seq, "payload is not valid UTF-8")
+                problem = SkippedRow(row_id, session_id, seq, _PAYLOAD_NOT_UTF8)
                 self.skipped.insert(skipped_before, problem)
                 while notes_before < len(notes) and notes[notes_before].row_id == row_id:
                     del notes[notes_before]
@@ -322,8 +324,7 @@ def convert_rows(
                 try:
                     payload.decode()  # only to check: the bytes are what the engine takes
                 except UnicodeDecodeError:
-                    reason = "payload is not valid UTF-8"
-                    out.skipped.append(SkippedRow(_id, session_id, seq, reason))
+                    out.skipped.append(SkippedRow(_id, session_id, seq, _PAYLOAD_NOT_UTF8))
                     continue
         if seq > max_seq:
             max_seq = seq

@@ -49,6 +49,11 @@ def busy_store(path: Path) -> sqlite3.Connection:
     insert_rows(conn, [bad])
     insert_events(conn, [Event("s002", 60, 1500, K.TOOL_CALL, tool="Grep",
                                tool_call_id="big", tokens_in=2**40)])  # fmt: skip
+    # TEXT that is not UTF-8, which the workers' apsw refuses: read by the writer.
+    conn.execute(
+        "INSERT INTO events (session_id, seq, ts_ms, kind, source, tool, payload) "
+        "VALUES ('s003', 70, 1600, 'ToolCall', 'Tail', CAST(X'ff' AS TEXT), '{}')"
+    )
     return conn
 
 
@@ -70,9 +75,10 @@ def test_workers_write_the_rows_paths_and_marks_a_serial_rebuild_writes(tmp_path
     figures = ("sessions", "events", "spans", "spans_written", "skipped_rows")
     assert [getattr(parallel, f) for f in figures] == [getattr(serial, f) for f in figures]
     assert parallel.sessions == SESSIONS + 1
-    assert parallel.skipped_rows == 1
+    assert parallel.skipped_rows == 2
     by_session = {r.session_id: r for r in parallel.results}
     assert [s.seq for s in by_session["s001"].skipped] == [50]
+    assert [s.seq for s in by_session["s003"].skipped] == [70]
     assert [n.column for n in by_session["s002"].token_notes] == ["tokens_in"]
     assert ("p0-task", "s000") in by_session["resumed"].collisions
     # Results come back in the order a serial rebuild takes the sessions.
@@ -104,7 +110,7 @@ def test_cli_rebuild_with_jobs_reports_the_serial_figures(tmp_path: Path) -> Non
              "--json", "--jobs", jobs],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
-        assert done.returncode == 1, done.stderr  # one row skipped
+        assert done.returncode == 1, done.stderr  # rows skipped
         figures: dict[str, object] = json.loads(done.stdout)
         figures.pop("seconds")
         return figures
@@ -146,3 +152,27 @@ def test_workers_of_the_console_script_do_not_load_the_cli(tmp_path: Path) -> No
     assert "spanwatch.store.prepare" in modules
     heavy = ("pydantic", "rich", "structlog", "spanwatch.cli.", "spanwatch.daemon")
     assert [name for name in modules if name.startswith(heavy)] == []
+
+
+def test_only_the_workers_load_apsw(tmp_path: Path) -> None:
+    """The writing process opens the store through the sqlite3 module: a second
+    SQLite library in it could drop its locks (see `store.worker`)."""
+    busy_store(tmp_path / "events.db").close()
+    script = tmp_path / "rebuild.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from spanwatch.store import rebuild_all
+
+            if __name__ == "__main__":
+                rebuild_all.rebuild_store(sys.argv[1], jobs=2)
+                print("spanwatch.store.prepare" in sys.modules, "apsw" in sys.modules)
+            """
+        )
+    )
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "events.db")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert run.stdout.split() == ["True", "False"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,14 @@ from spanwatch.engine import Event, SessionSpans, SpanTree
 from spanwatch.store import marks
 from spanwatch.store.connection import open_store
 from spanwatch.store.events import load_session_rows
-from spanwatch.store.prepare import _handout_order, prepare_session
-from spanwatch.store.schema import events_shape
+from spanwatch.store.prepare import (
+    PreparedSession,
+    _handout_order,
+    _prepare_chunk,
+    prepare_session,
+    start_workers,
+)
+from spanwatch.store.schema import EventsShape, events_shape
 from spanwatch.store.spans import built_rows, record_row
 from stores import insert_events, insert_rows, make_store
 from strategies import event_streams
@@ -128,3 +137,92 @@ def test_a_hook_payload_that_is_not_utf8_is_skipped_as_on_reading(
     tree.update(spans.spans, ())
     assert prepared.rows == built_rows(tree)
     assert "h3" in prepared.span_ids
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[ProcessPoolExecutor]:
+    """A real worker process: it opens stores through apsw, which this process must not."""
+    pool = start_workers(1)
+    yield pool
+    pool.shutdown()
+
+
+def in_worker(
+    pool: ProcessPoolExecutor, path: Path, shape: EventsShape, session_ids: list[str]
+) -> list[PreparedSession | str]:
+    return pool.submit(_prepare_chunk, str(path), 5000, shape, session_ids).result()
+
+
+def test_a_worker_prepares_a_session_as_this_process_does_or_leaves_it_here(
+    tmp_path: Path, worker: ProcessPoolExecutor
+) -> None:
+    """A worker reads through apsw. It leaves to the calling process the sessions
+    that need the sqlite3 module's lenient reading (TEXT that is not UTF-8) or
+    SQL's watermark (a row skipped on reading); it prepares every other one,
+    hook payloads that are not UTF-8 included, as `prepare_session` does."""
+    conn = make_store(tmp_path / "events.db", loose=True)
+    for n, session_id in enumerate(["plain", "bad hook", "text seq", "bad tool", "bad payload"]):
+        insert_events(conn, task_session(session_id, base=1000 * (n + 1), prefix=f"{n}-"))
+    insert_rows(conn, [_row("text seq", "7b")])
+    conn.executemany(
+        "INSERT INTO events (session_id, seq, ts_ms, kind, source, tool_call_id, tokens_in, "
+        "payload) VALUES (?, ?, ?, 'Hook', 'Hook', ?, ?, CAST(? AS TEXT))",
+        [("bad hook", 20, 2020, "h1", 2**40, _BAD_HOOK), ("bad hook", 23, 2023, "h3", 2**33,
+         _GOOD_HOOK.encode())],
+    )  # fmt: skip
+    for session_id, column in (("bad tool", "tool"), ("bad payload", "payload")):
+        conn.execute(  # TEXT that is not UTF-8
+            f"INSERT INTO events (session_id, seq, ts_ms, kind, source, {column}) "
+            "VALUES (?, 30, 2030, 'ToolCall', 'Tail', CAST(X'7bff7d' AS TEXT))",
+            (session_id,),
+        )
+    conn.commit()
+    store = open_store(tmp_path / "events.db", readonly=True)
+    shape = events_shape(store)
+    session_ids = ["plain", "bad hook", "text seq", "bad tool", "bad payload", "absent"]
+
+    results = in_worker(worker, tmp_path / "events.db", shape, session_ids)
+
+    left = {"text seq", "bad tool", "bad payload"}
+    assert results == [
+        session_id if session_id in left else prepare_session(store, shape, session_id)
+        for session_id in session_ids
+    ]
+    bad_hook = results[1]
+    assert isinstance(bad_hook, PreparedSession)
+    assert [row.seq for row in bad_hook.skipped] == [20]
+    assert bad_hook.mark == marks.live_mark(store, "bad hook")
+    assert bad_hook.span_ids  # its other rows were built
+
+
+def test_a_worker_that_leaves_a_session_here_holds_no_snapshot(
+    tmp_path: Path, worker: ProcessPoolExecutor
+) -> None:
+    """apsw gives up on TEXT that is not UTF-8 halfway through a statement; the
+    worker must end it, or its snapshot would keep the store's log from
+    being checkpointed for as long as the worker lives."""
+    conn = make_store(tmp_path / "events.db", loose=True)
+    conn.execute(  # the first row of the session whichever way it is read: rows follow it
+        "INSERT INTO events (session_id, seq, ts_ms, kind, source, tool) "
+        "VALUES ('s', -1, 900, 'ToolCall', 'Tail', CAST(X'ff' AS TEXT))"
+    )
+    insert_events(conn, task_session("s", base=1000))
+    shape = events_shape(conn)
+    assert in_worker(worker, tmp_path / "events.db", shape, ["s"]) == ["s"]
+
+    insert_events(conn, task_session("t", base=5000))  # the log grows past the worker's read
+    conn.execute("PRAGMA busy_timeout = 200")
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+
+
+def test_a_store_error_in_a_worker_is_raised_as_the_sqlite3_module_raises_it(
+    tmp_path: Path, worker: ProcessPoolExecutor
+) -> None:
+    """The CLI reports sqlite3 errors in one line (`cli.main`); apsw's are turned into one."""
+    path = tmp_path / "events.db"
+    make_store(path).close()
+    shape = events_shape(sqlite3.connect(path))
+    path.write_bytes(b"this is not a database" * 1000)
+    with pytest.raises(sqlite3.DatabaseError, match=r"not a database.*rebuild worker"):
+        in_worker(worker, path, shape, ["s"])

@@ -30,7 +30,7 @@ ALLOWED = {
     ("simulate/schema.py", "decl"): "ADDED_COLUMNS declarations",
     ("store/connection.py", "int(busy_timeout_ms)"): "an int",
     ("store/checkpoints.py", "int(previous)"): "an int",
-    ("store/prepare.py", "WORKER_MMAP_BYTES"): "an int constant",
+    ("store/worker.py", "MMAP_BYTES"): "an int constant",
     ("store/events.py", "shape.select_list"): "REQUIRED/OPTIONAL_EVENT_COLUMNS or literals",
     ("store/events.py", "_select_list(shape)"): "shape.select_list with the literal _PAYLOAD",
     ("store/events.py", "columns"): "_select_list(shape)",

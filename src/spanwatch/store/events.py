@@ -137,13 +137,12 @@ def load_session_rows(
     sorter first. Only valid rows are sorted, and their ts_ms and seq are
     integers, which order as SQLite's do.
     """
-    columns = _select_list(shape)
-    sql = f"SELECT {columns} FROM events WHERE session_id = ?"
+    sql = session_select(shape)
     params: tuple[Any, ...] = (session_id,)
     if after_id is not None and by_rowid:
         # "+session_id" keeps SQLite off the session index: a range scan of the
         # newest rowids is cheaper than walking a long session's index entries.
-        sql = f"SELECT {columns} FROM events WHERE id > ? AND +session_id = ?"
+        sql = f"SELECT {_select_list(shape)} FROM events WHERE id > ? AND +session_id = ?"
         params = (after_id, session_id)
     elif after_id is not None:
         sql += " AND id > ?"
@@ -151,7 +150,21 @@ def load_session_rows(
     elif from_ts is not None and up_to_id is not None:
         sql += " AND ts_ms >= ? AND id <= ?"
         params = (session_id, from_ts, up_to_id)
-    rows = convert_rows(_drain(fetch_all(conn, sql, params)), hooks_checked_by_parse)
+    return session_rows(fetch_all(conn, sql, params), hooks_checked_by_parse)
+
+
+def session_select(shape: EventsShape) -> str:
+    """The statement that reads all of a session's rows (its one parameter: the
+    session id), for `session_rows`."""
+    return f"SELECT {_select_list(shape)} FROM events WHERE session_id = ?"
+
+
+def session_rows(
+    fetched: list[tuple[Any, ...]], hooks_checked_by_parse: bool = False
+) -> SessionRows:
+    """Rows fetched by `session_select`, in any order, as `load_session_rows` gives
+    them (`fetched` is emptied)."""
+    rows = convert_rows(_drain(fetched), hooks_checked_by_parse)
     rows.events.sort(key=_load_order)
     return rows
 

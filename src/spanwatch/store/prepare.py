@@ -2,10 +2,10 @@
 
 Reading rows and parsing payloads is most of a rebuild's work and needs no
 lock, while writing must happen in one process. So a rebuild of a whole store
-hands sessions to worker processes, each with its own read-only connection,
-and takes their spans back in the order it asked for them: writing stays in
-the calling process, in the same order as a serial rebuild (which decides who
-keeps a span id two sessions share).
+hands sessions to worker processes, each with its own read-only connection
+(through apsw: see `store.worker`), and takes their spans back in the order it
+asked for them: writing stays in the calling process, in the same order as a
+serial rebuild (which decides who keeps a span id two sessions share).
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import os
 import signal
 import sqlite3
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from spanwatch.engine import SessionSpans, SpanTree
 from spanwatch.store import marks
-from spanwatch.store.connection import open_store, read_snapshot
-from spanwatch.store.events import SkippedRow, TokenOutOfRange, load_session_rows
+from spanwatch.store.connection import read_snapshot
+from spanwatch.store.events import SessionRows, SkippedRow, TokenOutOfRange, load_session_rows
 from spanwatch.store.marks import SessionMark
-from spanwatch.store.schema import EventsShape, events_shape
+from spanwatch.store.schema import EventsShape
 from spanwatch.store.spans import BuiltRow, built_rows
 
 #: Sessions handed to a worker at a time: enough to make each hand-over worth
@@ -69,11 +69,18 @@ def prepare_session(
     """
     with read_snapshot(conn):
         rows = load_session_rows(conn, shape, session_id, hooks_checked_by_parse=True)
-        if rows.skipped:
-            mark = marks.live_mark(conn, session_id)
-        else:
-            max_seq = rows.max_seq if rows.row_count else None
-            mark = SessionMark(session_id, max_seq, rows.row_count, rows.max_id)
+        mark = marks.live_mark(conn, session_id) if rows.skipped else whole_mark(session_id, rows)
+    return built_session(session_id, mark, rows)
+
+
+def whole_mark(session_id: str, rows: SessionRows) -> SessionMark:
+    """The watermark of a session read whole, none of its rows skipped on reading."""
+    max_seq = rows.max_seq if rows.row_count else None
+    return SessionMark(session_id, max_seq, rows.row_count, rows.max_id)
+
+
+def built_session(session_id: str, mark: SessionMark, rows: SessionRows) -> PreparedSession:
+    """The session's spans, built from all its rows, read in one snapshot with `mark`."""
     spans = SessionSpans()
     spans.feed_all(rows.events)
     rows.check_hook_payloads(spans.hooks_not_json)
@@ -105,6 +112,8 @@ def prepared_sessions(
     db_path: Path,
     session_ids: Sequence[str],
     *,
+    shape: EventsShape,
+    read_here: Callable[[str], PreparedSession],
     jobs: int,
     busy_timeout_ms: int = 5000,
     pool: ProcessPoolExecutor | None = None,
@@ -112,8 +121,10 @@ def prepared_sessions(
 ) -> Iterator[PreparedSession]:
     """`prepare_session` of each session by `jobs` worker processes, yielded in the given order.
 
-    `pool`: from `start_workers(jobs)`, shut down here at the end. `sizes`:
-    rows per session, if known; chunks of long sessions are then handed out first.
+    `read_here(session_id)`: `prepare_session` in this process, for the
+    sessions a worker leaves to it (see `store.worker`). `pool`: from
+    `start_workers(jobs)`, shut down here at the end. `sizes`: rows per
+    session, if known; chunks of long sessions are then handed out first.
     """
     chunks = [
         list(session_ids[start : start + CHUNK_SESSIONS])
@@ -123,11 +134,11 @@ def prepared_sessions(
     if pool is None:
         pool = start_workers(jobs)
     try:
-        futures: dict[int, Future[list[PreparedSession]]] = {}
+        futures: dict[int, Future[list[PreparedSession | str]]] = {}
 
         def submit(index: int) -> None:
             futures[index] = pool.submit(
-                _prepare_chunk, str(db_path), busy_timeout_ms, chunks[index]
+                _prepare_chunk, str(db_path), busy_timeout_ms, shape, chunks[index]
             )
 
         for index in range(len(chunks)):
@@ -136,7 +147,8 @@ def prepared_sessions(
             if index not in futures:  # long chunks filled the window
                 handout.remove(index)
                 submit(index)
-            yield from futures.pop(index).result()
+            for prepared in futures.pop(index).result():
+                yield read_here(prepared) if isinstance(prepared, str) else prepared
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -168,27 +180,15 @@ def _started() -> None:
     """Submitted once per worker, so that all of them start now."""
 
 
-#: How much of the store a worker maps while it reads a chunk: SQLite's
-#: limit (2 GB unless built otherwise); pages past it are read as usual.
-WORKER_MMAP_BYTES = 2**31
-
-#: In a worker process: its connection to each store, kept between chunks.
-_worker_stores: dict[str, tuple[sqlite3.Connection, EventsShape]] = {}
-
-
 def _prepare_chunk(
-    db_path: str, busy_timeout_ms: int, session_ids: list[str]
-) -> list[PreparedSession]:
-    """Runs in a worker process."""
-    if db_path not in _worker_stores:
-        conn = open_store(Path(db_path), busy_timeout_ms=busy_timeout_ms, readonly=True)
-        _worker_stores[db_path] = (conn, events_shape(conn))
-    conn, shape = _worker_stores[db_path]
-    # The store is read through a memory map, which saves a read() call and a
-    # copy per 4 KB page. Its pages count in the worker's resident size while
-    # mapped, so the map is dropped after each chunk (mmap_size 0 unmaps it).
-    conn.execute(f"PRAGMA mmap_size = {WORKER_MMAP_BYTES}")
-    try:
-        return [prepare_session(conn, shape, session_id) for session_id in session_ids]
-    finally:
-        conn.execute("PRAGMA mmap_size = 0")
+    db_path: str, busy_timeout_ms: int, shape: EventsShape, session_ids: list[str]
+) -> list[PreparedSession | str]:
+    """`worker.prepare_chunk`, in a worker process.
+
+    Imported here, not at the top: only workers load apsw, and with it a
+    second SQLite library, which a process that opens the store through the
+    sqlite3 module must never use on it (see `store.worker`).
+    """
+    from spanwatch.store import worker  # noqa: PLC0415 (see above)
+
+    return worker.prepare_chunk(db_path, busy_timeout_ms, shape, session_ids)

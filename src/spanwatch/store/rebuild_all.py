@@ -100,9 +100,11 @@ def rebuild_store(
                     # Once the workers have the last chunks, this process mostly
                     # waits for them: it builds the indexes then, not after them.
                     indexes_after -= jobs * CHUNKS_AHEAD * CHUNK_SESSIONS
+                    shape = rebuilder.shape
                     prepared = prepared_sessions(
-                        Path(db_path), todo, jobs=jobs, busy_timeout_ms=busy_timeout_ms,
-                        pool=pool, sizes=sizes,
+                        Path(db_path), todo, shape=shape,
+                        read_here=lambda session_id: prepare_session(conn, shape, session_id),
+                        jobs=jobs, busy_timeout_ms=busy_timeout_ms, pool=pool, sizes=sizes,
                     )  # fmt: skip
                     pool = None
                     results = map(rebuilder.rebuild_prepared, prepared)

@@ -1,7 +1,7 @@
 """What a rebuild's worker processes run (see `store.prepare`), reading through apsw.
 
-A worker reads and builds whole sessions, and fetching their rows is a fifth
-of its work. Python 3.11's sqlite3 module lets go of the GIL and
+A worker reads and builds whole sessions, and fetching their rows is about a
+quarter of its work. Python 3.11's sqlite3 module lets go of the GIL and
 takes it back around every column of every row (a mutex and a condition
 variable each time, for nothing: a worker has one thread); apsw converts a
 row in one go, and fetches the same rows with about 40 % less CPU (10 % of
